@@ -101,6 +101,8 @@ class Args:
     """coefficient of the guider's entropy bonus (the learner has none)"""
     vf_coef: float = 0.5
     """coefficient of the guider's value loss"""
+    norm_value: bool = True
+    """learn standardised returns (running mean/std, as MAPPO's ValueNorm); `--no-norm-value` as the official code"""
     max_grad_norm: float = 0.5
     """the maximum norm for the gradient clipping (applied to each network separately)"""
     delta: float = 1.5
@@ -205,6 +207,26 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda
 def normalize(x):
     """Per-minibatch advantage normalisation over all tokens (notes §3)."""
     return (x - x.mean()) / (x.std() + 1e-8)
+
+
+class RunningMeanStd:
+    """Running mean and variance of every value seen (parallel-update formula, as CleanRL's)."""
+
+    def __init__(self):
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def update(self, x):
+        batch_mean, batch_var, n = x.mean().item(), x.var(unbiased=False).item(), x.numel()
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+
+    def normalize(self, x):
+        return (x - self.mean) / math.sqrt(self.var + 1e-8)
+
+    def denormalize(self, x):
+        return x * math.sqrt(self.var + 1e-8) + self.mean
 
 
 def guider_loss(
@@ -653,6 +675,7 @@ if __name__ == "__main__":
     guider = Guider(obs_dim, N, action_dim, continuous, args.guider_dim, args.guider_heads, args.guider_blocks).to(device)
     learner = Learner(obs_dim, N, action_dim, continuous, args.learner_hidden).to(device)
     guider_optimizer = torch.optim.Adam(guider.parameters(), lr=args.learning_rate, eps=1e-5)
+    value_norm = RunningMeanStd() if args.norm_value else None
     learner_optimizer = torch.optim.Adam(learner.parameters(), lr=args.learning_rate, eps=1e-5)
 
     # Rollout storage, (T, B, N, ...) with T = num_steps
@@ -730,10 +753,19 @@ if __name__ == "__main__":
         with torch.no_grad():
             mem, _ = guider.memory(next_obs.unsqueeze(0), guider_h, next_start.unsqueeze(0))
             _, next_value = guider.encode(mem[0])  # the encoder is permutation-equivariant
+            if value_norm is not None:  # the value head predicts standardised returns
+                raw_values, next_value = value_norm.denormalize(values), value_norm.denormalize(next_value)
+            else:
+                raw_values = values
             dones = starts.float().unsqueeze(-1)  # (T, B, 1)
             advantages, returns = compute_gae(
-                rewards, values, dones, next_value, next_start.float().unsqueeze(-1), args.gamma, args.gae_lambda
+                rewards, raw_values, dones, next_value, next_start.float().unsqueeze(-1), args.gamma, args.gae_lambda
             )
+            if value_norm is not None:
+                value_norm.update(returns)
+                value_targets = value_norm.normalize(returns)
+            else:
+                value_targets = returns
 
         # Update: epochs x minibatches of whole environment sequences; both networks step on
         # gradients computed from the same pre-update parameters (notes §3).
@@ -754,7 +786,7 @@ if __name__ == "__main__":
                 g_loss, g_stats = guider_loss(
                     g_logp, logprobs[:, mb], l_logp, advantages[:, mb],
                     dist_kl(g_params, l_params.detach(), continuous), g_entropy,
-                    g_value, values[:, mb], returns[:, mb],
+                    g_value, values[:, mb], value_targets[:, mb],
                     args.clip_coef, args.delta, args.ent_coef, args.vf_coef,
                 )
                 l_loss, l_stats = learner_loss(
@@ -774,7 +806,7 @@ if __name__ == "__main__":
                     stats_sum[key] = stats_sum.get(key, 0.0) + value
                 num_updates += 1
 
-        y_pred, y_true = values.flatten().cpu().numpy(), returns.flatten().cpu().numpy()
+        y_pred, y_true = raw_values.flatten().cpu().numpy(), returns.flatten().cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 

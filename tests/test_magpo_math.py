@@ -10,6 +10,7 @@ import torch
 from magpo_mpe import (
     Guider,
     Learner,
+    RunningMeanStd,
     compute_gae,
     dist_kl,
     dist_log_prob,
@@ -60,6 +61,17 @@ def test_gae_matches_naive_sum():
                          np.broadcast_to(next_done, (B, N)), 0.99, 0.95)
     np.testing.assert_allclose(adv.numpy(), expected, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(ret.numpy(), expected + values, rtol=1e-10, atol=1e-10)
+
+
+def test_running_mean_std_matches_all_data_seen():
+    norm, chunks = RunningMeanStd(), [torch.randn(n) * 5 - 20 for n in (7, 100, 33)]
+    for chunk in chunks:
+        norm.update(chunk)
+    data = torch.cat(chunks).numpy()
+    assert norm.mean == pytest.approx(data.mean(), rel=1e-4)
+    assert norm.var == pytest.approx(data.var(), rel=1e-4)
+    x = torch.randn(5)
+    torch.testing.assert_close(norm.denormalize(norm.normalize(x)), x)
 
 
 # ------------------------------------------------------------------------------- guider loss

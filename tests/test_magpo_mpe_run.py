@@ -63,8 +63,9 @@ def test_tiny_run_writes_tags_and_model(tmp_path):
 
 @pytest.mark.parametrize(
     "extra",
-    [["--no-continuous-actions"], ["--num-agents", "10"], ["--env-backend", "pettingzoo"]],
-    ids=["discrete", "10-agents", "pettingzoo-backend"],
+    [["--no-continuous-actions"], ["--num-agents", "10"], ["--env-backend", "pettingzoo"], ["--no-norm-value"],
+     ["--delta", "inf", "--alpha", "0"]],
+    ids=["discrete", "10-agents", "pettingzoo-backend", "no-value-norm", "untethered-distillation"],
 )
 def test_variants_run(tmp_path, extra):
     result = run([*TINY, *extra], tmp_path)
@@ -111,26 +112,28 @@ def test_same_seed_same_numbers(tmp_path):
         assert logs[0][tag] == logs[1][tag], tag
 
 
+# Measured (seed 1, 300k steps, 2-core CPU, ~3.3 min): random -27.25, untrained learner -25.66,
+# final learner -19.14, absolute metric -20.25. The thresholds keep about half of those margins.
+MARGIN_OVER_RANDOM = 4.0
+MARGIN_OVER_UNTRAINED = 3.0
+
+
 @pytest.mark.learning
 def test_learner_beats_random_policy(tmp_path):
-    """simple_spread N=3 at a CPU-sized budget: the decentralised learner's evaluation return must
-    clearly beat a uniformly random policy (see the README for the measured numbers)."""
+    """simple_spread N=3 at a CPU-sized budget (~3 min on 2 cores): the decentralised learner's
+    evaluation return must clearly beat a uniformly random policy and the untrained learner."""
     budget = os.environ.get("MAGPO_LEARNING_STEPS", "300000")
     result = run(
-        ["--total-timesteps", budget, "--num-envs", "32", "--num-minibatches", "4", "--eval-interval", "100000",
+        ["--total-timesteps", budget, "--num-envs", "32", "--num-minibatches", "2", "--eval-interval", "100000",
          "--seed", "1"],
         tmp_path,
-        timeout=600,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     tags = scalars(only_run_dir(tmp_path))
     random_return = tags["eval/random_return"][0][1]
+    untrained, final = tags["eval/learner_return"][0][1], tags["eval/learner_return"][-1][1]
     absolute = tags["eval/absolute_learner_return"][0][1]
-    final = tags["eval/learner_return"][-1][1]
-    print(f"random={random_return:.2f} final learner={final:.2f} absolute={absolute:.2f}")
-    margin = LEARNING_MARGIN
-    assert absolute > random_return + margin, (random_return, absolute)
-    assert final > random_return + margin, (random_return, final)
-
-
-LEARNING_MARGIN = 10.0  # placeholder until measured; set from the numbers reported in the README
+    print(f"random={random_return:.2f} untrained={untrained:.2f} final={final:.2f} absolute={absolute:.2f}")
+    assert absolute > random_return + MARGIN_OVER_RANDOM, (random_return, absolute)
+    assert final > untrained + MARGIN_OVER_UNTRAINED, (untrained, final)

@@ -1,11 +1,11 @@
 """Batched MPE simple_spread in numpy, with mpe2's exact semantics.
 
-mpe2's `simple_spread_v3` steps one environment at a time in Python, object by object: about 2.7k
-env-steps/s with 3 agents and 520 with 10 on one CPU core. On-policy training wants thousands of
+mpe2's `simple_spread_v3` steps one environment at a time in Python, object by object: about 3.8k
+env-steps/s with 3 agents and 480 with 10 on one CPU core (docs/benchmarks.md). On-policy training wants thousands of
 env-steps per update, so the environment, not the network, would dominate the run time.
-`SimpleSpreadVec` keeps B environments in arrays and steps them all with a few numpy ops (over 100x
-faster at B=64, see benchmarks/bench_env.py). It follows mpe2 operation by operation in float64, so observations and rewards are the
-same numbers as mpe2's (tests/test_mpe_env.py checks this against the real mpe2).
+`SimpleSpreadVec` keeps B environments in arrays and steps them all with a few numpy ops (140-200x
+faster at B=64, see benchmarks/bench_env.py). It follows mpe2 operation by operation in float64, so
+observations and rewards are the same numbers as mpe2's (tests/test_mpe_env.py checks this).
 
 `PettingZooMPE` puts the real mpe2 environments behind the same interface, and `make_env` picks one.
 
