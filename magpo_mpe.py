@@ -629,6 +629,22 @@ def evaluate(policy, eval_envs, device, hidden_size):
     return float(episode_return.mean())
 
 
+def random_policy_return(eval_envs, rng):
+    """Mean return of uniformly random actions over one episode per eval env: the floor to beat."""
+    B, N = eval_envs.num_envs, eval_envs.num_agents
+    eval_envs.reset()
+    finished, episode_return = np.zeros(B, dtype=bool), np.zeros(B)
+    while not finished.all():
+        if eval_envs.continuous_actions:
+            action = rng.uniform(0.0, 1.0, (B, N, eval_envs.action_dim))
+        else:
+            action = rng.integers(0, eval_envs.action_dim, (B, N))
+        _, _, dones, info = eval_envs.step(action)
+        episode_return[dones & ~finished] = info["episode_return"][dones & ~finished]
+        finished |= dones
+    return float(episode_return.mean())
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
     try:
@@ -675,8 +691,8 @@ if __name__ == "__main__":
     guider = Guider(obs_dim, N, action_dim, continuous, args.guider_dim, args.guider_heads, args.guider_blocks).to(device)
     learner = Learner(obs_dim, N, action_dim, continuous, args.learner_hidden).to(device)
     guider_optimizer = torch.optim.Adam(guider.parameters(), lr=args.learning_rate, eps=1e-5)
-    value_norm = RunningMeanStd() if args.norm_value else None
     learner_optimizer = torch.optim.Adam(learner.parameters(), lr=args.learning_rate, eps=1e-5)
+    value_norm = RunningMeanStd() if args.norm_value else None
 
     # Rollout storage, (T, B, N, ...) with T = num_steps
     T, B = args.num_steps, args.num_envs
@@ -689,18 +705,9 @@ if __name__ == "__main__":
     starts = torch.zeros((T, B), device=device, dtype=torch.bool)
     values = torch.zeros((T, B, N), device=device)
 
-    # Random-policy reference on the evaluation episodes, for reading the curves
-    rng = np.random.default_rng(args.seed)
-    eval_envs.reset()
-    random_returns, finished = np.zeros(args.num_eval_episodes), np.zeros(args.num_eval_episodes, dtype=bool)
-    while not finished.all():
-        shape = (args.num_eval_episodes, N, action_dim) if continuous else (args.num_eval_episodes, N)
-        random_action = rng.uniform(0, 1, shape) if continuous else rng.integers(0, action_dim, shape)
-        _, _, dones, info = eval_envs.step(random_action)
-        random_returns[dones & ~finished] = info["episode_return"][dones & ~finished]
-        finished |= dones
-    print(f"random policy: eval return {random_returns.mean():.2f}")
-    writer.add_scalar("eval/random_return", random_returns.mean(), 0)
+    random_return = random_policy_return(eval_envs, np.random.default_rng(args.seed))
+    print(f"random policy: eval return {random_return:.2f}")
+    writer.add_scalar("eval/random_return", random_return, 0)
 
     def run_evaluation(step):
         learner_return = evaluate(learner, eval_envs, device, args.learner_hidden)
