@@ -92,7 +92,7 @@ class Args:
     """the lambda for the general advantage estimation"""
     num_minibatches: int = 4
     """the number of minibatches; each holds whole `num_steps` sequences of `num_envs / num_minibatches` envs
-    (the paper uses 8; 4 is ~15% faster on a CPU, where each backward pass costs per time step)"""
+    (the paper uses 8; 4 is 1.26x faster on a CPU, where each backward pass costs per time step)"""
     update_epochs: int = 5
     """the K epochs to update the policy"""
     clip_coef: float = 0.1
