@@ -39,6 +39,7 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 from utils.mpe import make_env
+from utils.render import save_gif
 
 
 @dataclass
@@ -61,6 +62,8 @@ class Args:
     """the entity (team) of wandb's project"""
     save_model: bool = False
     """whether to save the learner, the guider and the args to `runs/{run_name}`"""
+    capture_video: bool = False
+    """whether to save a GIF of the learner's first evaluation episode at every evaluation to `runs/{run_name}/videos`"""
 
     # Environment
     num_agents: int = 3
@@ -605,10 +608,12 @@ def random_perm(num_envs, num_agents, device):
 
 
 @torch.no_grad()
-def evaluate(policy, eval_envs, device, hidden_size):
-    """Mean undiscounted return of `policy` over one episode in each of the eval envs, sampling
-    actions (as the paper). A Learner acts decentralised (own observation history only); the
-    Guider acts centrally, in a random agent order per step as during training."""
+def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, record=None):
+    """Undiscounted returns (B,) of `policy` over one episode in each of the B eval envs, sampling
+    actions as the paper does (`deterministic` takes the mode instead). A Learner acts
+    decentralised (own observation history only); the Guider acts centrally, in a random agent
+    order per step as during training. `record`, if a list, receives env 0's observations
+    (N, obs_dim) at every step of its episode, the final one included (for GIFs)."""
     B, N = eval_envs.num_envs, eval_envs.num_agents
     obs = torch.from_numpy(eval_envs.reset()).to(device)
     h = torch.zeros(B, N, hidden_size, device=device)
@@ -616,17 +621,21 @@ def evaluate(policy, eval_envs, device, hidden_size):
     finished = np.zeros(B, dtype=bool)
     episode_return = np.zeros(B, dtype=np.float64)
     while not finished.all():
+        if record is not None and not finished[0]:
+            record.append(obs[0].cpu().numpy())
         if isinstance(policy, Learner):
-            action, h = policy.act(obs, h, starts)
+            action, h = policy.act(obs, h, starts, deterministic)
         else:
-            action, _, _, h = policy.act(obs, h, starts, random_perm(B, N, device))
+            action, _, _, h = policy.act(obs, h, starts, random_perm(B, N, device), deterministic)
         obs_np, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
+        if record is not None and dones[0] and not finished[0]:
+            record.append(info["final_obs"][0])
         newly = dones & ~finished
         episode_return[newly] = info["episode_return"][newly]
         finished |= dones
         obs = torch.from_numpy(obs_np).to(device)
         starts = torch.from_numpy(dones).to(device)
-    return float(episode_return.mean())
+    return episode_return
 
 
 def random_policy_return(eval_envs, rng):
@@ -710,8 +719,12 @@ if __name__ == "__main__":
     writer.add_scalar("eval/random_return", random_return, 0)
 
     def run_evaluation(step):
-        learner_return = evaluate(learner, eval_envs, device, args.learner_hidden)
-        guider_return = evaluate(guider, eval_envs, device, args.guider_dim)
+        episode = [] if args.capture_video else None
+        learner_return = evaluate(learner, eval_envs, device, args.learner_hidden, record=episode).mean()
+        guider_return = evaluate(guider, eval_envs, device, args.guider_dim).mean()
+        if args.capture_video:
+            os.makedirs(f"runs/{run_name}/videos", exist_ok=True)
+            save_gif(episode, f"runs/{run_name}/videos/learner_step{step}.gif", title=f"learner, step {step}")
         writer.add_scalar("eval/learner_return", learner_return, step)
         writer.add_scalar("eval/guider_return", guider_return, step)
         print(f"global_step={step}, eval/learner_return={learner_return:.2f}, eval/guider_return={guider_return:.2f}")
@@ -836,7 +849,7 @@ if __name__ == "__main__":
     # Absolute metric (notes §3): the best evaluated learner, re-scored on 10x the episodes.
     final_learner = copy.deepcopy(learner.state_dict())
     learner.load_state_dict(best_learner)
-    absolute = np.mean([evaluate(learner, eval_envs, device, args.learner_hidden) for _ in range(10)])
+    absolute = np.concatenate([evaluate(learner, eval_envs, device, args.learner_hidden) for _ in range(10)]).mean()
     writer.add_scalar("eval/absolute_learner_return", absolute, global_step)
     print(f"absolute metric: best learner over {10 * args.num_eval_episodes} episodes = {absolute:.2f}")
     learner.load_state_dict(final_learner)

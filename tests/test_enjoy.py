@@ -1,0 +1,126 @@
+"""After training: --save-model -> enjoy.py -> the same policy; --capture-video; the GIF renderer."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import enjoy
+import magpo_mpe
+from utils.mpe import SimpleSpreadVec
+from utils.render import save_gif, world_from_obs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--total-timesteps", "1024", "--num-envs", "8", "--num-steps", "64", "--num-minibatches", "2",
+    "--update-epochs", "1", "--eval-interval", "512", "--num-eval-episodes", "2",
+    "--learner-hidden", "16", "--guider-dim", "16",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny trained run with --save-model --capture-video: (run dir, model path)."""
+    cwd = tmp_path_factory.mktemp("train")
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "magpo_mpe.py"), *TINY, "--save-model", "--capture-video"],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = glob.glob(str(cwd / "runs" / "*"))
+    return run_dir, os.path.join(run_dir, "magpo_mpe.cleanrl_model")
+
+
+def enjoy_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, os.path.join(REPO, "enjoy.py"), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("policy", ["learner", "guider"])
+def test_saved_model_loads_to_identical_actions(trained, policy):
+    _, model_path = trained
+    checkpoint = enjoy.load_checkpoint(model_path)
+    _, network, hidden, make_eval_envs = enjoy.build_policy(checkpoint, policy, which="final")
+    saved = torch.load(model_path, weights_only=False)
+    for name, tensor in network.state_dict().items():
+        assert torch.equal(tensor, saved[policy][name]), name
+
+    # An independent rebuild from the saved args, and a fresh (untrained) network for contrast
+    a = saved["args"]
+    dims = (6 * a["num_agents"], a["num_agents"], 5, a["continuous_actions"])
+    if policy == "learner":
+        rebuilt, fresh = (magpo_mpe.Learner(*dims, a["learner_hidden"]) for _ in range(2))
+    else:
+        rebuilt, fresh = (magpo_mpe.Guider(*dims, a["guider_dim"], a["guider_heads"], a["guider_blocks"]) for _ in range(2))
+    rebuilt.load_state_dict(saved[policy])
+
+    obs = torch.from_numpy(make_eval_envs(6, seed=3).reset())
+    actions, episode_returns = [], []
+    for net in (network, rebuilt, fresh):
+        torch.manual_seed(0)
+        h, starts = torch.zeros(6, a["num_agents"], hidden), torch.ones(6, dtype=torch.bool)
+        if policy == "learner":
+            actions.append(net.act(obs, h, starts)[0])
+        else:
+            actions.append(net.act(obs, h, starts, magpo_mpe.random_perm(6, a["num_agents"], "cpu"))[0])
+        torch.manual_seed(0)
+        episode_returns.append(magpo_mpe.evaluate(net, make_eval_envs(6, seed=3), torch.device("cpu"), hidden))
+    assert torch.equal(actions[0], actions[1]), "same weights, observations and seed -> same actions"
+    np.testing.assert_array_equal(episode_returns[0], episode_returns[1])
+    assert not torch.equal(actions[0], actions[2]), "the loaded weights must matter"
+
+
+def test_enjoy_evaluates_and_writes_gif(trained):
+    run_dir, model_path = trained
+    result = enjoy_cli("--model-path", model_path, "--num-episodes", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "learner (best), sampled actions: return" in result.stdout and "over 4 episodes" in result.stdout
+    gif = Image.open(os.path.join(run_dir, "enjoy_learner.gif"))
+    assert gif.n_frames == 26  # 25 steps: the initial observation and one after each step
+
+    result = enjoy_cli("--model-path", model_path, "--policy", "guider", "--greedy", "--no-gif", "--num-episodes", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "guider, greedy actions: return" in result.stdout
+
+
+def test_enjoy_rejects_bad_models(tmp_path):
+    not_a_model = tmp_path / "notes.txt"
+    not_a_model.write_text("hello")
+    other_script = tmp_path / "other.cleanrl_model"
+    torch.save({"script": "magpo_smac_v1.py", "args": {}, "learner": {}, "guider": {}}, other_script)
+    plain_dict = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(1)}, plain_dict)
+    for path, message in [
+        (tmp_path / "missing.cleanrl_model", "no model file"),
+        (not_a_model, "is not a model saved by --save-model"),
+        (plain_dict, "is not a model saved by --save-model"),
+        (other_script, "was saved by 'magpo_smac_v1.py'"),
+    ]:
+        result = enjoy_cli("--model-path", str(path), timeout=60)
+        assert result.returncode != 0
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_capture_video_writes_a_gif_per_evaluation(trained):
+    run_dir, _ = trained
+    gifs = sorted(os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "videos", "*.gif")))
+    assert gifs == ["learner_step0.gif", "learner_step1024.gif", "learner_step512.gif"]
+
+
+def test_frames_are_drawn_where_the_env_puts_things(tmp_path):
+    env = SimpleSpreadVec(2, num_agents=4, seed=0)
+    observations = [env.reset()[1]]
+    for _ in range(3):
+        observations.append(env.step(np.random.default_rng(0).uniform(0, 1, (2, 4, 5)))[0][1])
+    world = env.get_world()
+    rebuilt = world_from_obs(observations[-1])
+    np.testing.assert_allclose(rebuilt["agent_pos"], world["agent_pos"][1], atol=1e-6)
+    np.testing.assert_allclose(rebuilt["landmark_pos"], world["landmark_pos"][1], atol=1e-6)
+    path = save_gif(observations, str(tmp_path / "episode.gif"))
+    gif = Image.open(path)
+    assert gif.n_frames == 4 and gif.size == (320, 320)
