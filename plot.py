@@ -1,0 +1,278 @@
+"""Aggregate the TensorBoard logs of several runs into curves, a final-performance table and marl-eval JSON.
+
+    python plot.py --runs "runs/*" --out-dir plots [--metric eval/learner_return] [--marl-eval-json results.json]
+
+Runs are the directories `runs/<task>__<exp_name>__<seed>__<unix time>` that `magpo_mpe.py` writes; the
+algorithm is the exp_name. Runs are grouped by (task, algorithm), one run per seed (the newest when a seed
+was run twice). For each group:
+  - a sample-efficiency curve: the IQM over seeds at each evaluation step with a 95% bootstrap band, one
+    figure per task (`<out-dir>/<task>__<metric>.png`);
+  - a row of the final-performance table (stdout and `<out-dir>/final.md`): seeds, mean, IQM and its 95% CI
+    of the final score per seed;
+  - optionally, every run's raw values in the marl-eval (InstaDeep) JSON layout, for their plotting tools.
+
+Statistics, as rliable defines them (Agarwal et al., "Deep RL at the Edge of the Statistical Precipice"):
+  - IQM = interquartile mean = scipy.stats.trim_mean(x, 0.25): the mean after cutting int(0.25 n) values
+    from each end, so 5 seeds average the middle 3 and 3 seeds keep all of them.
+  - CI = 95% percentile bootstrap over seeds with `rliable.library.get_interval_estimates`: seeds are
+    resampled with replacement within each task (stratified), and each table cell and curve is one task.
+Two quirks of rliable 1.2.0 with arch 7.2.0, verified here, shape `bootstrap_ci`: its StratifiedBootstrap
+draws indices from the global `np.random` and ignores `random_state` (which arch also deprecates with a
+FutureWarning), so the global generator is seeded instead; and `metrics.aggregate_iqm` flattens all axes, so
+`iqm` computes the same trimmed mean per step along the seed axis in one call (a curve of 50 steps with 2000
+resamples: 0.6 s instead of 8.5 s calling aggregate_iqm per step).
+
+Step alignment: runs of one group may evaluate at slightly different steps (another rollout size, a run cut
+short). The common grid is the evaluation steps of the group's lowest seed that lie in the range every run
+covers, and each run is linearly interpolated onto it (np.interp); nothing is extrapolated, so a curve ends
+where its shortest run ends. When all runs log at the same steps, which is the usual case, this is exact.
+
+Final score: `eval/absolute_<name>` for metric `eval/<name>` (for `eval/learner_return`, the absolute metric
+of Gorsane et al. 2022: the best learner re-scored on 10x the episodes) when every seed of the group logged
+it, else the last logged value of the metric. The table names the one used in each row.
+"""
+
+import glob
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: write PNGs, never open a window
+
+import matplotlib.pyplot as plt
+import numpy as np
+import scipy.stats
+import tyro
+from rliable import library as rly
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+@dataclass
+class Args:
+    runs: str = "runs/*"
+    """glob of run directories `<task>__<exp_name>__<seed>__<unix time>` (quote it so the shell leaves it alone)"""
+    metric: str = "eval/learner_return"
+    """the scalar tag to aggregate"""
+    out_dir: str = "plots"
+    """where the PNG curves and final.md go"""
+    bootstrap_reps: int = 2000
+    """number of bootstrap resamples for each confidence interval"""
+    seed: int = 1
+    """seed of the bootstrap, so the confidence intervals are reproducible"""
+    marl_eval_json: str | None = None
+    """if given, also write the runs' values to this path in the marl-eval JSON layout"""
+
+
+@dataclass
+class Run:
+    path: str
+    task: str
+    algorithm: str
+    seed: int
+    start_time: int
+    scalars: dict[str, tuple[np.ndarray, np.ndarray]]
+    """tag -> (steps, values), sorted by step"""
+
+
+def iqm(scores: np.ndarray) -> np.ndarray:
+    """Interquartile mean over seeds (axis 0), for each remaining index: rliable's 25% trimmed mean."""
+    return scipy.stats.trim_mean(scores, proportiontocut=0.25, axis=0)
+
+
+def bootstrap_ci(scores: np.ndarray, reps: int, seed: int, size: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap CI of the IQM over seeds (axis 0) of `scores`, shaped (seeds,) or (seeds, steps).
+
+    Returns (low, high), each shaped like one seed's scores.
+    """
+    scores = np.asarray(scores, dtype=float)
+    # rliable's StratifiedBootstrap resamples with the global np.random and ignores `random_state`.
+    np.random.seed(seed)
+    _, intervals = rly.get_interval_estimates(
+        {"scores": scores[:, None]},  # rliable's layout: (runs, tasks, ...), here one task
+        lambda resampled: np.atleast_1d(iqm(resampled[:, 0])),
+        reps=reps,
+        confidence_interval_size=size,
+    )
+    low, high = intervals["scores"].reshape(2, *scores.shape[1:])
+    return low, high
+
+
+def parse_run_name(name: str) -> tuple[str, str, int, int] | None:
+    """`<task>__<exp_name>__<seed>__<unix time>` -> (task, exp_name, seed, time); None if it is not one.
+
+    The task never holds `__`, the exp_name may (it is everything between the task and the seed).
+    """
+    parts = name.split("__")
+    if len(parts) < 4 or not parts[-2].isdigit() or not parts[-1].isdigit():
+        return None
+    return parts[0], "__".join(parts[1:-2]), int(parts[-2]), int(parts[-1])
+
+
+def read_scalars(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every scalar of a run directory's event files: tag -> (steps, values)."""
+    accumulator = EventAccumulator(path, size_guidance={"scalars": 0})  # 0 = keep all, no subsampling
+    accumulator.Reload()
+    scalars = {}
+    for tag in accumulator.Tags()["scalars"]:
+        events = sorted(accumulator.Scalars(tag), key=lambda event: event.step)
+        scalars[tag] = (np.array([e.step for e in events]), np.array([e.value for e in events], dtype=float))
+    return scalars
+
+
+def load_runs(pattern: str) -> list[Run]:
+    """The runs whose directories match `pattern`, one per (task, algorithm, seed): the newest wins."""
+    runs: dict[tuple[str, str, int], Run] = {}
+    for path in sorted(glob.glob(pattern)):
+        parsed = parse_run_name(os.path.basename(os.path.normpath(path)))
+        if not os.path.isdir(path) or parsed is None:
+            continue
+        run = Run(path, *parsed, scalars=read_scalars(path))
+        key = (run.task, run.algorithm, run.seed)
+        if key in runs:
+            older, run = sorted([runs[key], run], key=lambda r: r.start_time)
+            print(f"warning: {older.path} and {run.path} repeat a seed; using the newer", file=sys.stderr)
+        runs[key] = run
+    if not runs:
+        raise ValueError(f"no run directory <task>__<exp_name>__<seed>__<unix time> matches {pattern!r}")
+    return sorted(runs.values(), key=lambda r: (r.task, r.algorithm, r.seed))
+
+
+def group_runs(runs: list[Run], metric: str) -> dict[tuple[str, str], list[Run]]:
+    """(task, algorithm) -> its runs that logged `metric`, by seed. Raises if none did."""
+    if not any(metric in run.scalars for run in runs):
+        tags = sorted({tag for run in runs for tag in run.scalars})
+        raise ValueError(f"no run logged {metric!r}; the runs have: {', '.join(tags) or 'no scalars'}")
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        if metric in run.scalars:
+            groups.setdefault((run.task, run.algorithm), []).append(run)
+        else:  # e.g. a run that died before its first evaluation
+            print(f"warning: {run.path} has no {metric!r}; skipped", file=sys.stderr)
+    return groups
+
+
+def align(runs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The runs' `metric` on a common step grid (see the module docstring): (steps, values (seeds, steps))."""
+    curves = [run.scalars[metric] for run in runs]
+    start = max(steps[0] for steps, _ in curves)
+    stop = min(steps[-1] for steps, _ in curves)
+    grid = curves[0][0][(curves[0][0] >= start) & (curves[0][0] <= stop)]
+    if grid.size == 0:
+        raise ValueError(f"the runs {[run.path for run in runs]} share no step range of {metric!r}")
+    return grid, np.stack([np.interp(grid, steps, values) for steps, values in curves])
+
+
+def absolute_tag(metric: str) -> str:
+    """`eval/learner_return` -> `eval/absolute_learner_return`, the tag of its absolute metric."""
+    prefix, _, name = metric.rpartition("/")
+    return f"{prefix}/absolute_{name}" if prefix else f"absolute_{name}"
+
+
+def final_scores(runs: list[Run], metric: str) -> tuple[np.ndarray, str]:
+    """One final score per seed and the tag it comes from (the absolute metric if every seed has it)."""
+    absolute = absolute_tag(metric)
+    tag = absolute if all(absolute in run.scalars for run in runs) else metric
+    return np.array([run.scalars[tag][1][-1] for run in runs]), tag
+
+
+def final_table(groups: dict[tuple[str, str], list[Run]], metric: str, reps: int, seed: int) -> str:
+    """Markdown table of the final score per (task, algorithm): seeds, mean, IQM and its 95% CI."""
+    lines = [
+        f"## Final performance: {metric}",
+        "",
+        "| task | algorithm | seeds | final score | mean | IQM | IQM 95% CI |",
+        "| --- | --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for (task, algorithm), runs in sorted(groups.items()):
+        scores, tag = final_scores(runs, metric)
+        low, high = bootstrap_ci(scores, reps, seed)
+        lines.append(
+            f"| {task} | {algorithm} | {len(runs)} | {'last ' if tag == metric else ''}`{tag}` "
+            f"| {scores.mean():.2f} | {float(iqm(scores)):.2f} | [{float(low):.2f}, {float(high):.2f}] |"
+        )
+    lines += [
+        "",
+        f"Final score: `{absolute_tag(metric)}` (absolute metric) where every seed logged it, else the last "
+        f"`{metric}`. IQM: 25% trimmed mean over seeds. CI: percentile bootstrap over seeds "
+        f"(rliable, {reps} resamples, seed {seed}).",
+    ]
+    return "\n".join(lines)
+
+
+def plot_curves(
+    curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], metric: str, out_dir: str, reps: int, seed: int
+) -> list[str]:
+    """One PNG per task from `align`ed curves: each algorithm's IQM over seeds and its 95% bootstrap band."""
+    paths = []
+    for task in sorted({task for task, _ in curves}):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for (group_task, algorithm), (steps, values) in sorted(curves.items()):
+            if group_task != task:
+                continue
+            low, high = bootstrap_ci(values, reps, seed)
+            (line,) = ax.plot(steps, iqm(values), label=f"{algorithm} ({len(values)} seeds)")
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set(title=task, xlabel="environment steps", ylabel=f"{metric} (IQM, 95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{task}__{metric.replace('/', '_')}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def env_name(task: str) -> str:
+    """marl-eval's environment name: MPE tasks are named `simple_*` (simple_spread_3ag), SMAX maps are not."""
+    return "MPE" if task.startswith("simple") else "SMAX"
+
+
+def marl_eval_results(groups: dict[tuple[str, str], list[Run]], metric: str) -> dict:
+    """Every run's raw `metric` in the marl-eval layout (instadeepai/marl-eval README and its JsonLogger):
+    {env: {task: {algorithm: {"seed_<k>": {"step_<i>": {"step_count": int, name: [value]},
+    "absolute_metrics": {name: [value]}}}}}}, with name the metric's last part (`learner_return`);
+    `absolute_metrics` is empty for a run without the absolute metric, as marl-eval's JsonLogger leaves it."""
+    name = metric.rpartition("/")[2]
+    results: dict = {}
+    for (task, algorithm), runs in sorted(groups.items()):
+        for run in runs:
+            steps, values = run.scalars[metric]
+            entry = {
+                f"step_{i}": {"step_count": int(step), name: [float(value)]}
+                for i, (step, value) in enumerate(zip(steps, values))
+            }
+            absolute = run.scalars.get(absolute_tag(metric))
+            entry["absolute_metrics"] = {name: [float(absolute[1][-1])]} if absolute is not None else {}
+            by_algorithm = results.setdefault(env_name(task), {}).setdefault(task, {}).setdefault(algorithm, {})
+            by_algorithm[f"seed_{run.seed}"] = entry
+    return results
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    try:
+        if args.bootstrap_reps < 1:
+            raise ValueError(f"--bootstrap-reps must be >= 1, got {args.bootstrap_reps}")
+        groups = group_runs(load_runs(args.runs), args.metric)
+        curves = {key: align(runs, args.metric) for key, runs in groups.items()}
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    written = plot_curves(curves, args.metric, args.out_dir, args.bootstrap_reps, args.seed)
+    table = final_table(groups, args.metric, args.bootstrap_reps, args.seed)
+    print(table)
+    table_path = os.path.join(args.out_dir, "final.md")
+    with open(table_path, "w") as f:
+        f.write(table + "\n")
+    written.append(table_path)
+    if args.marl_eval_json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.marl_eval_json)), exist_ok=True)
+        with open(args.marl_eval_json, "w") as f:
+            json.dump(marl_eval_results(groups, args.metric), f, indent=2)
+        written.append(args.marl_eval_json)
+    print("\nwrote " + ", ".join(written))

@@ -1,0 +1,175 @@
+"""Checks of `plot.py` on synthetic TensorBoard logs with known values: the statistics, the grouping and
+step alignment, and the CLI's outputs (PNGs, final table, marl-eval JSON) and errors, run as a user runs it."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+from rliable import metrics
+from torch.utils.tensorboard import SummaryWriter
+
+import plot
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "plot.py")
+MAGPO_FINALS = [1.0, 2.0, 3.0, 4.0, 100.0]  # IQM (middle three) 3, mean 22
+
+
+def write_run(root, name, scalars):
+    """A run directory `root/runs/name` with `scalars` = {tag: [(step, value), ...]}."""
+    writer = SummaryWriter(os.path.join(root, "runs", name))
+    for tag, points in scalars.items():
+        for step, value in points:
+            writer.add_scalar(tag, value, step)
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """Two algorithms on simple_spread_3ag and one on an SMAX map, as training writes them."""
+    root = tmp_path_factory.mktemp("logs")
+    for seed, final in enumerate(MAGPO_FINALS, start=1):
+        # odd and even seeds evaluate at slightly different steps; the absolute metric is the final score
+        steps = [0, 1000, 2000] if seed % 2 else [0, 1024, 2048]
+        write_run(root, f"simple_spread_3ag__magpo_mpe__{seed}__{1764000000 + seed}", {
+            "eval/learner_return": list(zip(steps, [0.0, final / 4, final / 2])),
+            "eval/absolute_learner_return": [(steps[-1], final)],
+            "charts/SPS": [(steps[-1], 500.0)],
+        })
+    for seed in (1, 2, 3):  # identical seeds, no absolute metric: the final score is the last value
+        write_run(root, f"simple_spread_3ag__ippo_rnn_baseline__{seed}__{1764000100 + seed}", {
+            "eval/learner_return": [(0, 7.0), (1000, 7.0), (2000, 7.0)],
+        })
+    for seed in (1, 2, 3):
+        write_run(root, f"3m__magpo_mpe__{seed}__{1764000200 + seed}", {
+            "eval/learner_return": [(0, 0.0), (1000, float(seed))],
+        })
+    os.makedirs(root / "runs" / "notes")  # not a run: ignored
+    return root
+
+
+def run_cli(args, cwd):
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def cli(root):
+    """One CLI run over all the synthetic runs, as a user starts it."""
+    result = run_cli(
+        ["--runs", "runs/*", "--out-dir", "plots", "--bootstrap-reps", "500", "--marl-eval-json", "out/results.json"],
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_iqm_is_rliable_trimmed_mean():
+    scores = np.array(MAGPO_FINALS)
+    assert plot.iqm(scores) == pytest.approx(3.0)
+    assert plot.iqm(scores) == pytest.approx(scipy.stats.trim_mean(scores, 0.25))
+    assert plot.iqm(scores) == pytest.approx(metrics.aggregate_iqm(scores[:, None]))
+    assert scores.mean() == pytest.approx(22.0)
+    # per step along the seed axis, the same as rliable at each step
+    curves = np.random.default_rng(0).normal(size=(5, 7))
+    np.testing.assert_allclose(plot.iqm(curves), [metrics.aggregate_iqm(curves[:, i]) for i in range(7)])
+
+
+def test_bootstrap_ci_contains_iqm_is_reproducible_and_zero_for_identical_seeds():
+    scores = np.array(MAGPO_FINALS)
+    low, high = plot.bootstrap_ci(scores, reps=1000, seed=3)
+    assert low <= 3.0 <= high and low < high
+    assert (low, high) == plot.bootstrap_ci(scores, reps=1000, seed=3)
+    assert plot.bootstrap_ci(np.full(5, 7.0), reps=1000, seed=3) == (7.0, 7.0)
+    low, high = plot.bootstrap_ci(np.stack([scores, 2 * scores], axis=1), reps=1000, seed=3)
+    assert low.shape == high.shape == (2,) and np.all(low <= [3.0, 6.0]) and np.all(high >= [3.0, 6.0])
+
+
+def test_parse_run_name():
+    assert plot.parse_run_name("simple_spread_3ag__magpo_mpe__1__1764000000") == (
+        "simple_spread_3ag", "magpo_mpe", 1, 1764000000)
+    assert plot.parse_run_name("3m__my__exp__12__1764000000") == ("3m", "my__exp", 12, 1764000000)
+    for not_a_run in ("notes", "a__b__c", "task__exp__one__1764000000", "task__exp__1__now"):
+        assert plot.parse_run_name(not_a_run) is None
+
+
+def test_load_group_and_align(root):
+    groups = plot.group_runs(plot.load_runs(str(root / "runs" / "*")), "eval/learner_return")
+    assert {key: [run.seed for run in runs] for key, runs in groups.items()} == {
+        ("3m", "magpo_mpe"): [1, 2, 3],
+        ("simple_spread_3ag", "ippo_rnn_baseline"): [1, 2, 3],
+        ("simple_spread_3ag", "magpo_mpe"): [1, 2, 3, 4, 5],
+    }
+    runs = groups[("simple_spread_3ag", "magpo_mpe")]
+    scores, tag = plot.final_scores(runs, "eval/learner_return")
+    assert tag == "eval/absolute_learner_return" and scores.tolist() == MAGPO_FINALS
+    scores, tag = plot.final_scores(groups[("simple_spread_3ag", "ippo_rnn_baseline")], "eval/learner_return")
+    assert tag == "eval/learner_return" and scores.tolist() == [7.0, 7.0, 7.0]
+    # seed 1's steps, inside every run's range; seed 2 (steps 0, 1024, 2048) interpolated onto them
+    steps, values = plot.align(runs, "eval/learner_return")
+    assert steps.tolist() == [0, 1000, 2000] and values.shape == (5, 3)
+    assert values[1].tolist() == pytest.approx([0.0, 1000 / 1024 * 0.5, 0.5 + 976 / 1024 * 0.5])
+
+
+def test_newest_run_of_a_seed_wins(tmp_path):
+    for start, value in ((1764000001, 1.0), (1764000002, 2.0)):
+        write_run(tmp_path, f"simple_spread_3ag__magpo_mpe__1__{start}", {"eval/learner_return": [(0, value)]})
+    (run,) = plot.load_runs(str(tmp_path / "runs" / "*"))
+    assert run.start_time == 1764000002 and run.scalars["eval/learner_return"][1].tolist() == [2.0]
+
+
+def test_cli_writes_one_png_per_task(root, cli):
+    for task in ("simple_spread_3ag", "3m"):
+        with open(root / "plots" / f"{task}__eval_learner_return.png", "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert sorted(os.listdir(root / "plots")) == [
+        "3m__eval_learner_return.png", "final.md", "simple_spread_3ag__eval_learner_return.png"]
+
+
+def test_cli_final_table(root, cli):
+    table = (root / "plots" / "final.md").read_text()
+    assert table.strip() in cli.stdout
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| task") and not line.startswith("| ---")}
+    assert set(rows) == {("3m", "magpo_mpe"), ("simple_spread_3ag", "ippo_rnn_baseline"),
+                         ("simple_spread_3ag", "magpo_mpe")}
+    magpo = rows[("simple_spread_3ag", "magpo_mpe")]
+    assert magpo.startswith("| simple_spread_3ag | magpo_mpe | 5 | `eval/absolute_learner_return` | 22.00 | 3.00 | [")
+    low, high = map(float, re.search(r"\[(.+), (.+)\]", magpo).groups())
+    assert low <= 3.0 <= high and high - low > 1.0
+    assert rows[("simple_spread_3ag", "ippo_rnn_baseline")] == (
+        "| simple_spread_3ag | ippo_rnn_baseline | 3 | last `eval/learner_return` | 7.00 | 7.00 | [7.00, 7.00] |")
+    assert rows[("3m", "magpo_mpe")].startswith("| 3m | magpo_mpe | 3 | last `eval/learner_return` | 2.00 | 2.00 |")
+
+
+def test_cli_marl_eval_json(root, cli):
+    data = json.loads((root / "out" / "results.json").read_text())
+    assert set(data) == {"MPE", "SMAX"}
+    assert set(data["MPE"]) == {"simple_spread_3ag"} and set(data["SMAX"]) == {"3m"}
+    assert set(data["MPE"]["simple_spread_3ag"]) == {"magpo_mpe", "ippo_rnn_baseline"}
+    magpo = data["MPE"]["simple_spread_3ag"]["magpo_mpe"]
+    assert set(magpo) == {f"seed_{seed}" for seed in range(1, 6)}
+    assert magpo["seed_5"] == {
+        "step_0": {"step_count": 0, "learner_return": [0.0]},
+        "step_1": {"step_count": 1000, "learner_return": [25.0]},
+        "step_2": {"step_count": 2000, "learner_return": [50.0]},
+        "absolute_metrics": {"learner_return": [100.0]},
+    }
+    assert magpo["seed_2"]["step_2"]["step_count"] == 2048
+    assert data["MPE"]["simple_spread_3ag"]["ippo_rnn_baseline"]["seed_1"]["absolute_metrics"] == {}
+    assert data["SMAX"]["3m"]["magpo_mpe"]["seed_3"]["step_1"] == {"step_count": 1000, "learner_return": [3.0]}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runs", "nothing/*"], "error: no run directory <task>__<exp_name>__<seed>__<unix time> matches 'nothing/*'"),
+    (["--metric", "eval/win_rate"], "error: no run logged 'eval/win_rate'; the runs have: "),
+])
+def test_cli_bad_input_is_one_line_error(root, args, message):
+    result = run_cli(["--out-dir", "bad_plots", *args], cwd=root)
+    assert result.returncode != 0
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    assert not os.path.exists(root / "bad_plots")
