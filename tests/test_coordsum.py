@@ -315,3 +315,23 @@ def test_bad_actions_and_call_order_raise():
         env.set_targets(np.full((2, 101), 30))
     with pytest.raises(ValueError):
         env.set_targets(np.zeros((2, 50), dtype=np.int64))
+
+
+def test_onehot_encoding_matches_raw_targets_and_rewards():
+    """The one-hot observation shows the same target as the raw one; dynamics are untouched."""
+    raw = CoordSumVec(8, "3x10", seed=3)
+    onehot = CoordSumVec(8, "3x10", seed=3, obs_encoding="onehot")
+    assert onehot.obs_dim == 30 and onehot.state_dim == 90
+    o_raw, o_hot = raw.reset(), onehot.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(150):  # crosses an episode boundary (auto-reset)
+        assert o_hot.shape == (8, 3, 30) and o_hot.dtype == np.float32
+        np.testing.assert_array_equal(o_hot.sum(-1), 1.0)
+        np.testing.assert_array_equal(o_hot.argmax(-1), o_raw[..., 0].astype(np.int64))
+        actions = rng.integers(0, 10, (8, 3))
+        o_raw, r_raw, d_raw, _ = raw.step(actions)
+        o_hot, r_hot, d_hot, _ = onehot.step(actions)
+        np.testing.assert_array_equal(r_raw, r_hot)
+        np.testing.assert_array_equal(d_raw, d_hot)
+    with pytest.raises(ValueError, match="obs_encoding"):
+        CoordSumVec(2, obs_encoding="binary")

@@ -10,7 +10,10 @@ environments in arrays and reproduces its semantics step for step (read from tha
 * Observation: every agent sees the same raw current target as a single number (official `agents_view`,
   shape (N, 1), int32; here float32, not normalised, not one-hot). So `obs_dim = 1`. The official
   observation also carries the step count separately, which Mava's networks do not read; it is left out.
-* State: the agents' observations concatenated (official `global_state`), so `state_dim = N`.
+  `obs_encoding="onehot"` gives a one-hot of the target over maxval values instead (`obs_dim = maxval`):
+  the target is a category, and the training scripts use the one-hot so that a small MLP can map each
+  target to its own action without first having to carve a scalar input into 30-100 intervals.
+* State: the agents' observations concatenated (official `global_state`), so `state_dim = N * obs_dim`.
 * Reward (shared, the same number for every agent): 0 if the actions do not sum to the target;
   otherwise 1 if agent 0's action equals the "guess", else 2. The guess is the action agent 0 has
   played most often *in this episode* under the current target's history row (argmax of the counts,
@@ -31,6 +34,7 @@ import numpy as np
 
 SCENARIOS = {"3x10": (3, 10, 30), "3x30": (3, 30, 50), "5x20": (5, 20, 80), "8x15": (8, 15, 100)}  # N, K, maxval
 HISTORY_MODES = ("official", "full")
+OBS_ENCODINGS = ("raw", "onehot")
 
 
 class CoordSumVec:
@@ -39,20 +43,23 @@ class CoordSumVec:
     continuous_actions = False
 
     def __init__(self, num_envs: int, scenario: str = "3x10", history: str = "official",
-                 max_steps: int = 100, seed: int | None = None):
+                 max_steps: int = 100, seed: int | None = None, obs_encoding: str = "raw"):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown CoordSum scenario {scenario!r}; choose one of {sorted(SCENARIOS)}")
         if history not in HISTORY_MODES:
             raise ValueError(f"history must be one of {HISTORY_MODES}, got {history!r}")
+        if obs_encoding not in OBS_ENCODINGS:
+            raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {obs_encoding!r}")
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
             raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
         self.num_envs = int(num_envs)
         self.scenario, self.history = scenario, history
         self.num_agents, self.action_dim, self.maxval = SCENARIOS[scenario]
         self.max_steps = int(max_steps)
-        self.obs_dim = 1
+        self.obs_encoding = obs_encoding
+        self.obs_dim = 1 if obs_encoding == "raw" else self.maxval
         self.state_dim = self.num_agents * self.obs_dim
         self.num_rows = self.action_dim if history == "official" else self.maxval
         self._rng = np.random.default_rng(seed)
@@ -62,7 +69,7 @@ class CoordSumVec:
         self._steps = np.zeros(B, dtype=np.int64)  # (B,) steps into the current episode
         self._returns = np.zeros(B, dtype=np.float64)  # (B,) team return so far
         self._arange = np.arange(B)
-        self._obs = None  # (B, N, 1) float32; None until reset()
+        self._obs = None  # (B, N, obs_dim) float32; None until reset()
 
     # ---- helpers that scripted policies and tests may use (a learner sees only obs) ----
     def current_target(self) -> np.ndarray:
@@ -113,8 +120,12 @@ class CoordSumVec:
         self._returns[mask] = 0.0
 
     def _observe(self) -> np.ndarray:
-        target = self._targets[self._arange, self._steps].astype(np.float32)  # (B,)
-        return np.repeat(target[:, None, None], self.num_agents, axis=1)  # (B, N, 1)
+        target = self._targets[self._arange, self._steps]  # (B,)
+        if self.obs_encoding == "raw":
+            view = target.astype(np.float32)[:, None]  # (B, 1)
+        else:
+            view = np.eye(self.maxval, dtype=np.float32)[target]  # (B, maxval)
+        return np.repeat(view[:, None, :], self.num_agents, axis=1)  # (B, N, obs_dim)
 
     def _check_actions(self, actions) -> np.ndarray:
         actions = np.asarray(actions)
