@@ -1,0 +1,728 @@
+"""Recurrent MAPPO (and IPPO) on the MAGPO scripts' environments and protocol, in one file.
+
+MAPPO: Yu et al., "The Surprising Effectiveness of PPO in Cooperative Multi-Agent Games" (NeurIPS 2022).
+IPPO: de Witt et al., "Is Independent Learning All You Need in the StarCraft Multi-Agent Challenge?" (2020).
+Both are the CTDE baselines of MAGPO (Li, Xie, Lu, arXiv 2507.18059); notes: `../shared/MAGPO_NOTES.md`.
+
+The story of this file, top to bottom:
+  Args -> pure math (GAE, the PPO loss, value normalisation, action distributions) -> networks (the
+  actor, which is MAGPO's learner, and a recurrent critic) -> environment glue (the only
+  environment-specific code) and evaluation -> main: seeding, envs, rollout with the actor, per-agent
+  GAE, PPO update of actor and critic by BPTT over whole sequences, logging, absolute metric.
+
+The runs are meant to be compared with `magpo_mpe.py` / `magpo_coordsum.py` curve for curve, so
+everything but the training algorithm is the same: the env wrappers in `utils/`, the actor's
+architecture (magpo_mpe.py's `Learner`, copied: [one-hot id, own obs] -> MLP -> GRU -> MLP -> head),
+the rollout size, the budget, the decentralised evaluation, the absolute metric and the TensorBoard
+tags. The actor plays MAGPO's learner's part, so its evaluation is logged as `eval/learner_return`.
+
+MAPPO's critic sees the global state `envs.state()` with a one-hot agent id (one value per agent,
+because MPE rewards differ per agent); `--ippo` gives it the agent's own observation instead. The
+actor collects its own data (on-policy PPO), unlike MAGPO's learner, which learns from a guider.
+"""
+
+import os
+
+# Must be set before torch is imported: OpenMP threads that spin while waiting cost 59-96x on a
+# 2-core machine when numpy, the env and torch take turns (measured, see docs/benchmarks.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import copy
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, asdict
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from utils.coordsum import SCENARIOS, CoordSumVec
+from utils.mpe import make_env
+from utils.render import save_gif
+
+ENVS = ("mpe", "coordsum")  # ENV-SPECIFIC: a new environment is added here, in Args, and in "Environment glue"
+
+
+@dataclass
+class Args:
+    exp_name: str | None = None
+    """the name of this experiment; default `mappo_baseline`, or `ippo_baseline` with `--ippo` (so that
+    plot.py, which groups runs by exp_name, keeps the two apart)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = False
+    """if toggled, run the networks on the GPU (an error if none is available)"""
+    torch_threads: int = 1
+    """torch intra-op threads; 1 is fastest for these small networks on a 2-core CPU"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (needs `pip install wandb`)"""
+    wandb_project_name: str = "magpo"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    save_model: bool = False
+    """whether to save the actor (final and best), the critic and the args to `runs/{run_name}`"""
+    capture_video: bool = False
+    """whether to save a GIF of the actor's first evaluation episode at every evaluation to
+    `runs/{run_name}/videos` (MPE only)"""
+
+    # Algorithm variant
+    ippo: bool = False
+    """if toggled, IPPO: the critic sees the agent's own observation instead of the global state"""
+
+    # Environment (ENV-SPECIFIC)
+    env: str = "mpe"
+    """`mpe` (simple_spread, utils/mpe.py) or `coordsum` (the paper's coordination benchmark, utils/coordsum.py)"""
+    num_agents: int = 3
+    """MPE: number of agents (and landmarks) in simple_spread; CoordSum: set from `--scenario` at runtime"""
+    continuous_actions: bool = True
+    """MPE: continuous 5-dim actions in [0, 1] as in the paper; `--no-continuous-actions` for Discrete(5).
+    CoordSum is discrete (set to False at runtime)"""
+    local_ratio: float = 0.5
+    """MPE: weight of each agent's local (collision) reward against the shared landmark reward"""
+    max_cycles: int = 25
+    """MPE: episode length (episodes end by truncation)"""
+    env_backend: Literal["numpy", "pettingzoo"] = "numpy"
+    """MPE: `numpy` = batched simple_spread (utils/mpe.py, same numbers as mpe2); `pettingzoo` = the real mpe2"""
+    scenario: str = "3x10"
+    """CoordSum scenario NxK (N agents, K actions): 3x10, 3x30, 5x20 or 8x15 (notes §5)"""
+    coordsum_history: Literal["official", "full"] = "official"
+    """CoordSum: `official` = K history rows, targets >= K-1 share the last one (the official JAX clamp);
+    `full` = one row per target value"""
+    coordsum_obs: Literal["onehot", "raw"] = "onehot"
+    """CoordSum: `onehot` = the target as a one-hot over maxval values (as magpo_coordsum.py);
+    `raw` = the official single float"""
+
+    # Algorithm (defaults: recurrent MAPPO of Yu et al. 2022, with MAGPO's rollout, budget and lr)
+    total_timesteps: int = 2_000_000
+    """total environment steps (one step of one environment counts one); the same as magpo_mpe.py"""
+    learning_rate: float = 5e-4
+    """Adam's learning rate for actor and critic (Yu et al.: 7e-4 on MPE, 5e-4 on SMAC; 5e-4 is also
+    magpo_mpe.py's, so the two scripts differ in the algorithm only)"""
+    anneal_lr: bool = False
+    """toggle learning rate annealing (Yu et al. do not anneal)"""
+    num_envs: int = 64
+    """the number of parallel environments (as magpo_mpe.py)"""
+    num_steps: int = 128
+    """the rollout length per environment per update (as magpo_mpe.py)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of minibatches; each holds whole `num_steps` sequences of `num_envs / num_minibatches` envs.
+    5 epochs x 4 minibatches = magpo_mpe.py's schedule: 20 gradient steps per 8,192 env steps (Yu et al.:
+    10 epochs x 1 minibatch on 3,200-step rollouts, i.e. ~26 per 8,192)"""
+    update_epochs: int = 5
+    """the K epochs to update the policy (10 epochs x 1 minibatch, Yu et al.'s, ran at half the speed of
+    magpo_mpe.py on a CPU; 5 x 4 runs faster than it)"""
+    norm_adv: bool = True
+    """toggles advantage normalisation (per minibatch, over all agent tokens, as magpo_mpe.py)"""
+    clip_coef: float = 0.2
+    """the PPO clip epsilon (also clips the value update), Yu et al.'s 0.2"""
+    clip_vloss: bool = True
+    """toggles the clipped value loss (Yu et al.)"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy bonus, Yu et al.'s 0.01 (continuous MPE: the bonus is on the pre-tanh
+    Gaussian's entropy, which 0.01 slowly raises: +0.3 nats in 300k steps, while 0.001 lowers it; the
+    returns at 300k steps were the same)"""
+    vf_coef: float = 1.0
+    """coefficient of the value loss (Yu et al.'s 1; actor and critic share no parameters and are clipped
+    separately, so this only scales the critic's gradient before Adam)"""
+    norm_value: bool = True
+    """learn standardised returns (running mean/std: Yu et al.'s ValueNorm, as magpo_mpe.py); `--no-norm-value` for raw"""
+    max_grad_norm: float = 10.0
+    """the maximum norm for the gradient clipping, applied to actor and critic separately (Yu et al.'s 10)"""
+
+    # Networks
+    learner_hidden: int = 128
+    """width of the actor's MLP and GRU (MAGPO's learner, the official 128)"""
+    critic_hidden: int = 128
+    """width of the critic's MLP and GRU"""
+
+    # Evaluation (as magpo_mpe.py)
+    eval_interval: int = 100_000
+    """evaluate the actor every this many environment steps"""
+    num_eval_episodes: int = 32
+    """episodes per evaluation; the absolute metric re-scores the best actor on 10x as many"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_envs: int = 0
+    """environments per minibatch (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def validate_args(args: Args) -> None:
+    """Reject bad input before any environment or network is built (raises ValueError)."""
+    checks = [
+        # ENV-SPECIFIC checks first
+        (args.env in ENVS, f"unknown --env {args.env!r}; choose one of {list(ENVS)}"),
+        (args.env != "mpe" or args.num_agents >= 2, f"--num-agents must be >= 2, got {args.num_agents}"),
+        (0.0 <= args.local_ratio <= 1.0, f"--local-ratio must be in [0, 1], got {args.local_ratio}"),
+        (args.max_cycles >= 1, f"--max-cycles must be >= 1, got {args.max_cycles}"),
+        (args.env != "coordsum" or args.scenario in SCENARIOS,
+         f"unknown --scenario {args.scenario!r}; choose one of {sorted(SCENARIOS)}"),
+        (args.env == "mpe" or not args.capture_video,
+         f"--capture-video draws simple_spread episodes and is for --env mpe only (got --env {args.env})"),
+        # the rest holds for every environment
+        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
+        (args.num_steps >= 1, f"--num-steps must be >= 1, got {args.num_steps}"),
+        (args.num_minibatches >= 1, f"--num-minibatches must be >= 1, got {args.num_minibatches}"),
+        (
+            args.num_envs % max(args.num_minibatches, 1) == 0,
+            f"--num-envs ({args.num_envs}) must be divisible by --num-minibatches ({args.num_minibatches}): "
+            "minibatches are groups of whole environment sequences",
+        ),
+        (args.update_epochs >= 1, f"--update-epochs must be >= 1, got {args.update_epochs}"),
+        (
+            args.total_timesteps >= args.num_envs * args.num_steps,
+            f"--total-timesteps ({args.total_timesteps}) must be at least one rollout "
+            f"(--num-envs x --num-steps = {args.num_envs * args.num_steps})",
+        ),
+        (args.learning_rate > 0.0, f"--learning-rate must be > 0, got {args.learning_rate}"),
+        (args.clip_coef > 0.0, f"--clip-coef must be > 0, got {args.clip_coef}"),
+        (0.0 < args.gamma <= 1.0, f"--gamma must be in (0, 1], got {args.gamma}"),
+        (0.0 <= args.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"),
+        (args.ent_coef >= 0.0 and args.vf_coef >= 0.0, "--ent-coef and --vf-coef must be >= 0"),
+        (args.max_grad_norm > 0.0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
+        (args.eval_interval >= 1, f"--eval-interval must be >= 1, got {args.eval_interval}"),
+        (args.num_eval_episodes >= 1, f"--num-eval-episodes must be >= 1, got {args.num_eval_episodes}"),
+        (args.torch_threads >= 1, f"--torch-threads must be >= 1, got {args.torch_threads}"),
+        (min(args.learner_hidden, args.critic_hidden) >= 1, "network sizes must be >= 1"),
+        (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA device"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure math: imported by tests/test_mappo_baseline.py
+# ---------------------------------------------------------------------------------------------
+def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+    """Generalised advantage estimation, per agent (the same function as magpo_mpe.py's).
+
+    rewards, values: (T, B, N); dones: (T, B, 1) or (T, B, N), `dones[t] = 1` when observation t is
+    the first of a new episode (CleanRL's convention); next_value (B, N), next_done (B, 1) or (B, N):
+    the value and done flag of the observation after the rollout. The time limit is treated as
+    termination: the fixed-length episode return is the task's objective.
+    Returns (advantages, returns), each (T, B, N).
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(rewards[0])
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextnonterminal, nextvalues = 1.0 - next_done, next_value
+        else:
+            nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+def normalize(x):
+    """Per-minibatch advantage normalisation over all tokens (as magpo_mpe.py)."""
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+class RunningMeanStd:
+    """Running mean and variance of every value seen (parallel-update formula, as CleanRL's)."""
+
+    def __init__(self):
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def update(self, x):
+        batch_mean, batch_var, n = x.mean().item(), x.var(unbiased=False).item(), x.numel()
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+
+    def normalize(self, x):
+        return (x - self.mean) / math.sqrt(self.var + 1e-8)
+
+    def denormalize(self, x):
+        return x * math.sqrt(self.var + 1e-8) + self.mean
+
+
+def ppo_loss(
+    logp, logp_old, advantages, entropy, value, value_old, returns,
+    clip_coef, ent_coef, vf_coef, norm_adv=True, clip_vloss=True,
+):
+    """MAPPO's loss: clipped surrogate + clipped value loss - entropy bonus. Returns (loss, stats).
+
+    Every argument but the scalars is a per-token tensor (any shape, one entry per (t, env, agent)):
+    logp = log pi(a|own history) of the current actor, logp_old = the log-prob stored at rollout,
+    entropy = H(pi), value = the current critic's prediction, value_old = the one stored at rollout,
+    returns = the value targets (A_raw + V_old, in the critic's space: standardised with --norm-value).
+    """
+    adv = normalize(advantages) if norm_adv else advantages
+    logratio = logp - logp_old
+    ratio = logratio.exp()
+    pg_loss = -torch.min(ratio * adv, ratio.clamp(1 - clip_coef, 1 + clip_coef) * adv).mean()
+
+    if clip_vloss:  # the value may move at most clip_coef from its rollout-time prediction
+        v_clipped = value_old + (value - value_old).clamp(-clip_coef, clip_coef)
+        v_loss = 0.5 * torch.max((value - returns) ** 2, (v_clipped - returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((value - returns) ** 2).mean()
+
+    entropy_mean = entropy.mean()
+    loss = pg_loss - ent_coef * entropy_mean + vf_coef * v_loss
+    with torch.no_grad():
+        stats = {
+            "policy_loss": pg_loss.item(),
+            "value_loss": v_loss.item(),
+            "entropy": entropy_mean.item(),
+            "approx_kl": ((ratio - 1) - logratio).mean().item(),
+            "clipfrac": ((ratio - 1.0).abs() > clip_coef).float().mean().item(),
+        }
+    return loss, stats
+
+
+# Action distributions, as in magpo_mpe.py. `params` is one tensor per token: discrete -> logits
+# (..., A); continuous -> [mean, log_std] (..., 2A) of a Gaussian over the pre-tanh action u.
+# Continuous actions are stored as u; the env gets (tanh(u) + 1) / 2 in [0, 1].
+LOG_2PI = math.log(2 * math.pi)
+
+
+def mask_logits(logits, legal):
+    """Illegal actions (legal False) get the lowest finite logit: probability exactly 0, while
+    log-probs, entropies and their gradients stay finite (-inf would make 0 * -inf = nan)."""
+    return logits.masked_fill(~legal, torch.finfo(logits.dtype).min)
+
+
+def dist_sample(params, continuous, deterministic=False):
+    if continuous:
+        mean, log_std = params.chunk(2, dim=-1)
+        return mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+    if deterministic:
+        return params.argmax(-1)
+    return torch.multinomial(params.softmax(-1).reshape(-1, params.shape[-1]), 1).reshape(params.shape[:-1])
+
+
+def tanh_gaussian_log_prob(u, mean, log_std):
+    """log-density of a = tanh(u), u ~ N(mean, exp(log_std)^2), summed over action dims.
+
+    Change of variables: log p(a) = log N(u) - sum log(1 - tanh(u)^2), with the stable form
+    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
+    """
+    log_normal = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * LOG_2PI
+    log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+    return (log_normal - log_det).sum(-1)
+
+
+def dist_log_prob(params, action, continuous):
+    if continuous:
+        mean, log_std = params.chunk(2, dim=-1)
+        return tanh_gaussian_log_prob(action, mean, log_std)
+    return params.log_softmax(-1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
+
+
+def dist_entropy(params, continuous):
+    """Categorical: exact. Tanh-Gaussian: no closed form, so the entropy of the pre-tanh Gaussian."""
+    if continuous:
+        _, log_std = params.chunk(2, dim=-1)
+        return (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
+    logp = params.log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def gru_unroll(gru, x, h, starts):
+    """Run `gru` over a sequence whose rows reset at episode starts; exact BPTT (as magpo_mpe.py).
+
+    x (T, M, H) inputs, h (M, H) state before step 0, starts (T, M) bool: row m starts a new
+    episode at step t, so its state is zeroed before step t. Rather than a Python loop over T, the
+    fused nn.GRU runs over each stretch with no reset in any row: on MPE and CoordSum every env
+    resets at the same step, so a 128-step sequence is a handful of calls instead of 128.
+    """
+    num_steps = x.shape[0]
+    cuts = [0] + (torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist() + [num_steps]
+    lengths = [end - begin for begin, end in zip(cuts[:-1], cuts[1:])]
+    outputs = []
+    # split(), not slicing: its backward is one cat, where each slice's would zero-fill all of x.
+    for begin, piece in zip(cuts[:-1], x.split(lengths)):
+        h = h * (~starts[begin]).unsqueeze(-1).to(h.dtype)
+        out, h = gru(piece, h.unsqueeze(0))
+        h = h.squeeze(0)
+        outputs.append(out)
+    return torch.cat(outputs), h
+
+
+class Learner(nn.Module):
+    """The actor: magpo_mpe.py's decentralised learner, copied. Recurrent policy pi(a^i | own
+    observation history), parameters shared by all agents: [one-hot id, obs] -> MLP -> GRU -> MLP ->
+    head. The one addition is the optional `legal` mask for envs with illegal actions (SMAX)."""
+
+    def __init__(self, obs_dim, num_agents, action_dim, continuous, hidden=128):
+        super().__init__()
+        self.continuous = continuous
+        self.register_buffer("agent_ids", torch.eye(num_agents))
+        self.pre = nn.Sequential(layer_init(nn.Linear(num_agents + obs_dim, hidden)), nn.ReLU())
+        self.gru = nn.GRU(hidden, hidden)
+        self.post = nn.Sequential(layer_init(nn.Linear(hidden, hidden)), nn.ReLU())
+        self.head = layer_init(nn.Linear(hidden, action_dim), std=0.01)
+        if continuous:
+            self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def forward(self, obs, h, starts, legal=None):
+        """obs (T, B, N, obs_dim), h (B, N, hidden), starts (T, B), legal None or a bool mask that
+        broadcasts to (T, B, N, A) -> params (T, B, N, P), new h."""
+        T, B, N, _ = obs.shape
+        x = self.pre(torch.cat([self.agent_ids.expand(T, B, N, N), obs], dim=-1))  # (T, B, N, hidden)
+        x, h = gru_unroll(self.gru, x.reshape(T, B * N, -1), h.reshape(B * N, -1), starts.repeat_interleave(N, dim=1))
+        out = self.head(self.post(x)).reshape(T, B, N, -1)
+        if self.continuous:
+            out = torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+        elif legal is not None:
+            out = mask_logits(out, legal)
+        return out, h.reshape(B, N, -1)
+
+    @torch.no_grad()
+    def act(self, obs, h, starts, deterministic=False, legal=None):
+        """One decentralised step: obs (B, N, obs_dim) -> action (B, N[, A]), new h."""
+        params, h = self(obs.unsqueeze(0), h, starts.unsqueeze(0), legal)
+        return dist_sample(params[0], self.continuous, deterministic), h
+
+
+def critic_inputs(obs, state, ippo):
+    """What the critic sees, per agent: obs (..., N, obs_dim), state (..., state_dim) -> (..., N, D).
+
+    MAPPO: the global state, the same for every agent (the critic's one-hot id tells them apart,
+    which MPE needs: each agent has its own collision reward); IPPO: the agent's own observation.
+    """
+    if ippo:
+        return obs
+    return state.unsqueeze(-2).expand(*obs.shape[:-1], state.shape[-1])
+
+
+class Critic(nn.Module):
+    """Recurrent critic V(history of the critic's input) per agent, parameters shared by all agents:
+    [one-hot id, input] -> MLP -> GRU -> MLP -> value, the actor's architecture with a scalar head.
+    The input is the global state (MAPPO) or the agent's own observation (IPPO), see `critic_inputs`."""
+
+    def __init__(self, input_dim, num_agents, hidden=128):
+        super().__init__()
+        self.register_buffer("agent_ids", torch.eye(num_agents))
+        self.pre = nn.Sequential(layer_init(nn.Linear(num_agents + input_dim, hidden)), nn.ReLU())
+        self.gru = nn.GRU(hidden, hidden)
+        self.post = nn.Sequential(layer_init(nn.Linear(hidden, hidden)), nn.ReLU())
+        self.head = layer_init(nn.Linear(hidden, 1), std=1.0)
+
+    def forward(self, x, h, starts):
+        """x (T, B, N, input_dim), h (B, N, hidden), starts (T, B) -> values (T, B, N), new h."""
+        T, B, N, _ = x.shape
+        x = self.pre(torch.cat([self.agent_ids.expand(T, B, N, N), x], dim=-1))  # (T, B, N, hidden)
+        x, h = gru_unroll(self.gru, x.reshape(T, B * N, -1), h.reshape(B * N, -1), starts.repeat_interleave(N, dim=1))
+        return self.head(self.post(x)).reshape(T, B, N), h.reshape(B, N, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment glue (ENV-SPECIFIC: everything the main loop needs to know about an environment)
+# ---------------------------------------------------------------------------------------------
+def task_name(args):
+    """The run-name prefix plot.py groups by: simple_spread_{N}ag or coordsum_{scenario}."""
+    if args.env == "mpe":
+        return f"simple_spread_{args.num_agents}ag"
+    return f"coordsum_{args.scenario}"
+
+
+def make_envs(args, num_envs, seed):
+    """A batch of `num_envs` environments with the interface of utils.mpe.SimpleSpreadVec:
+    reset() -> obs (B, N, obs_dim); step(actions) -> obs, rewards (B, N), dones (B,), info with
+    `episode_return` and `episode_length`; state() -> (B, state_dim); and num_agents, obs_dim,
+    state_dim, action_dim, continuous_actions."""
+    if args.env == "mpe":
+        return make_env(
+            args.env_backend, num_envs, num_agents=args.num_agents, continuous_actions=args.continuous_actions,
+            local_ratio=args.local_ratio, max_cycles=args.max_cycles, seed=seed,
+        )
+    return CoordSumVec(num_envs, args.scenario, history=args.coordsum_history, seed=seed, obs_encoding=args.coordsum_obs)
+
+
+def legal_actions(envs, device):
+    """(B, N, A) bool: the actions each agent may take now, or None for continuous actions.
+    MPE and CoordSum allow every action; an env with illegal actions (SMAX) returns its mask here."""
+    if envs.continuous_actions:
+        return None
+    return torch.ones(envs.num_envs, envs.num_agents, envs.action_dim, dtype=torch.bool, device=device)
+
+
+def to_env_action(action, continuous):
+    """Policy action -> what the env takes: (tanh(u) + 1) / 2 in [0, 1]^A (simple_spread's box), or the index."""
+    return ((torch.tanh(action) + 1.0) / 2.0).cpu().numpy() if continuous else action.cpu().numpy()
+
+
+def random_policy_return(eval_envs, rng):
+    """Mean return of uniformly random actions over one episode per eval env: the floor to beat."""
+    B, N = eval_envs.num_envs, eval_envs.num_agents
+    eval_envs.reset()
+    finished, episode_return = np.zeros(B, dtype=bool), np.zeros(B)
+    while not finished.all():
+        if eval_envs.continuous_actions:
+            action = rng.uniform(0.0, 1.0, (B, N, eval_envs.action_dim))
+        else:
+            action = rng.integers(0, eval_envs.action_dim, (B, N))
+        _, _, dones, info = eval_envs.step(action)
+        episode_return[dones & ~finished] = info["episode_return"][dones & ~finished]
+        finished |= dones
+    return float(episode_return.mean())
+
+
+@torch.no_grad()
+def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, record=None):
+    """Undiscounted returns (B,) of the actor over one episode in each of the B eval envs, acting
+    decentralised (own observation history only) and sampling actions as the paper does
+    (`deterministic` takes the mode instead). The same protocol as magpo_mpe.py's learner
+    evaluation. `record`, if a list, receives env 0's observations (N, obs_dim) at every step of
+    its episode, the final one included (for GIFs)."""
+    B, N = eval_envs.num_envs, eval_envs.num_agents
+    obs = torch.from_numpy(eval_envs.reset()).to(device)
+    h = torch.zeros(B, N, hidden_size, device=device)
+    starts = torch.ones(B, dtype=torch.bool, device=device)
+    finished = np.zeros(B, dtype=bool)
+    episode_return = np.zeros(B, dtype=np.float64)
+    while not finished.all():
+        if record is not None and not finished[0]:
+            record.append(obs[0].cpu().numpy())
+        action, h = policy.act(obs, h, starts, deterministic, legal_actions(eval_envs, device))
+        obs_np, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
+        if record is not None and dones[0] and not finished[0]:
+            record.append(info["final_obs"][0])
+        newly = dones & ~finished
+        episode_return[newly] = info["episode_return"][newly]
+        finished |= dones
+        obs = torch.from_numpy(obs_np).to(device)
+        starts = torch.from_numpy(dones).to(device)
+    return episode_return
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    try:
+        validate_args(args)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    if args.exp_name is None:
+        args.exp_name = "ippo_baseline" if args.ippo else "mappo_baseline"
+    args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_envs = args.num_envs // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+
+    # Seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if args.cuda else "cpu")
+
+    # Envs: training, and a separate batch for evaluation (one episode per env per round). Built
+    # before the run is named so that the saved args describe the env actually run (CoordSum fixes
+    # the number of agents and is discrete).
+    envs = make_envs(args, args.num_envs, seed=args.seed)
+    eval_envs = make_envs(args, args.num_eval_episodes, seed=args.seed + 10_000)
+    args.num_agents, args.continuous_actions = envs.num_agents, envs.continuous_actions
+    N, obs_dim, action_dim, continuous = envs.num_agents, envs.obs_dim, envs.action_dim, envs.continuous_actions
+    critic_dim = obs_dim if args.ippo else envs.state_dim
+
+    run_name = f"{task_name(args)}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs Weights and Biases: pip install wandb")
+        wandb.init(
+            project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+            config=vars(args), name=run_name, save_code=True,
+        )
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    learner = Learner(obs_dim, N, action_dim, continuous, args.learner_hidden).to(device)
+    critic = Critic(critic_dim, N, args.critic_hidden).to(device)
+    # One Adam over both networks: they share no parameters and Adam is per-parameter, so this is
+    # two optimisers with one learning rate; the gradient norms are clipped per network below.
+    optimizer = torch.optim.Adam([*learner.parameters(), *critic.parameters()], lr=args.learning_rate, eps=1e-5)
+    value_norm = RunningMeanStd() if args.norm_value else None
+
+    # Rollout storage, (T, B, N, ...) with T = num_steps
+    T, B = args.num_steps, args.num_envs
+    action_shape = (action_dim,) if continuous else ()
+    obs = torch.zeros((T, B, N, obs_dim), device=device)
+    states = torch.zeros((T, B, envs.state_dim), device=device)
+    legal = None if continuous else torch.ones((T, B, N, action_dim), dtype=torch.bool, device=device)
+    actions = torch.zeros((T, B, N, *action_shape), device=device, dtype=torch.float32 if continuous else torch.long)
+    logprobs = torch.zeros((T, B, N), device=device)
+    rewards = torch.zeros((T, B, N), device=device)
+    starts = torch.zeros((T, B), device=device, dtype=torch.bool)
+    values = torch.zeros((T, B, N), device=device)
+
+    random_return = random_policy_return(eval_envs, np.random.default_rng(args.seed))
+    print(f"random policy: eval return {random_return:.2f}")
+    writer.add_scalar("eval/random_return", random_return, 0)
+
+    def run_evaluation(step):
+        episode = [] if args.capture_video else None
+        learner_return = evaluate(learner, eval_envs, device, args.learner_hidden, record=episode).mean()
+        if args.capture_video:
+            os.makedirs(f"runs/{run_name}/videos", exist_ok=True)
+            save_gif(episode, f"runs/{run_name}/videos/learner_step{step}.gif", title=f"actor, step {step}")
+        writer.add_scalar("eval/learner_return", learner_return, step)
+        print(f"global_step={step}, eval/learner_return={learner_return:.2f}")
+        return learner_return
+
+    # Start the game
+    global_step = 0
+    start_time = time.time()
+    next_obs = torch.from_numpy(envs.reset(seed=args.seed)).to(device)  # (B, N, obs_dim)
+    next_state = torch.from_numpy(envs.state()).to(device)  # (B, state_dim)
+    next_legal = legal_actions(envs, device)  # (B, N, A) or None
+    next_start = torch.ones(B, dtype=torch.bool, device=device)
+    actor_h = torch.zeros(B, N, args.learner_hidden, device=device)
+    critic_h = torch.zeros(B, N, args.critic_hidden, device=device)
+    best_return = run_evaluation(0)
+    best_learner = copy.deepcopy(learner.state_dict())
+    next_eval = args.eval_interval
+
+    for iteration in range(1, args.num_iterations + 1):
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
+        # BPTT in the update starts from the recurrent states at the rollout's start.
+        actor_h0, critic_h0 = actor_h.clone(), critic_h.clone()
+
+        for step in range(T):
+            global_step += B
+            obs[step], states[step], starts[step] = next_obs, next_state, next_start
+            if legal is not None:
+                legal[step] = next_legal
+            with torch.no_grad():
+                params, actor_h = learner(next_obs.unsqueeze(0), actor_h, next_start.unsqueeze(0), next_legal)
+                action = dist_sample(params[0], continuous)  # (B, N[, A])
+                logprob = dist_log_prob(params[0], action, continuous)  # (B, N)
+                value, critic_h = critic(
+                    critic_inputs(next_obs, next_state, args.ippo).unsqueeze(0), critic_h, next_start.unsqueeze(0)
+                )
+            actions[step], logprobs[step], values[step] = action, logprob, value[0]
+
+            next_obs_np, reward, done, info = envs.step(to_env_action(action, continuous))
+            rewards[step] = torch.from_numpy(reward).to(device)
+            next_obs = torch.from_numpy(next_obs_np).to(device)
+            next_state = torch.from_numpy(envs.state()).to(device)
+            next_legal = legal_actions(envs, device)
+            next_start = torch.from_numpy(done).to(device)
+            if done.any():
+                episodic_return = float(info["episode_return"][done].mean())
+                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+                writer.add_scalar("charts/episodic_length", float(info["episode_length"][done].mean()), global_step)
+
+        # Per-agent GAE from the critic's per-agent values
+        with torch.no_grad():
+            next_value, _ = critic(
+                critic_inputs(next_obs, next_state, args.ippo).unsqueeze(0), critic_h, next_start.unsqueeze(0)
+            )
+            next_value = next_value[0]  # (B, N)
+            if value_norm is not None:  # the critic predicts standardised returns
+                raw_values, next_value = value_norm.denormalize(values), value_norm.denormalize(next_value)
+            else:
+                raw_values = values
+            dones = starts.float().unsqueeze(-1)  # (T, B, 1)
+            advantages, returns = compute_gae(
+                rewards, raw_values, dones, next_value, next_start.float().unsqueeze(-1), args.gamma, args.gae_lambda
+            )
+            if value_norm is not None:
+                value_norm.update(returns)
+                value_targets = value_norm.normalize(returns)
+            else:
+                value_targets = returns
+            critic_in = critic_inputs(obs, states, args.ippo)  # (T, B, N, critic_dim)
+
+        # Update: epochs x minibatches of whole environment sequences, BPTT from the stored states
+        env_inds = np.arange(B)
+        stats_sum = {}
+        num_updates = 0
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(env_inds)
+            for begin in range(0, B, args.minibatch_envs):
+                mb = torch.from_numpy(env_inds[begin : begin + args.minibatch_envs]).to(device)
+                mb_starts = starts[:, mb]
+                params, _ = learner(obs[:, mb], actor_h0[mb], mb_starts, None if legal is None else legal[:, mb])
+                new_logp = dist_log_prob(params, actions[:, mb], continuous)  # (T, M, N)
+                new_value, _ = critic(critic_in[:, mb], critic_h0[mb], mb_starts)  # (T, M, N)
+                loss, stats = ppo_loss(
+                    new_logp, logprobs[:, mb], advantages[:, mb], dist_entropy(params, continuous),
+                    new_value, values[:, mb], value_targets[:, mb],
+                    args.clip_coef, args.ent_coef, args.vf_coef, args.norm_adv, args.clip_vloss,
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(learner.parameters(), args.max_grad_norm)
+                nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+                for key, value in stats.items():
+                    stats_sum[key] = stats_sum.get(key, 0.0) + value
+                num_updates += 1
+
+        y_pred, y_true = raw_values.flatten().cpu().numpy(), returns.flatten().cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        for key, total in stats_sum.items():
+            writer.add_scalar(f"losses/{key}", total / num_updates, global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        sps = int(global_step / (time.time() - start_time))
+        writer.add_scalar("charts/SPS", sps, global_step)
+        print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} SPS={sps}")
+
+        if global_step >= next_eval or iteration == args.num_iterations:
+            next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
+            learner_return = run_evaluation(global_step)
+            if learner_return > best_return:
+                best_return, best_learner = learner_return, copy.deepcopy(learner.state_dict())
+
+    # Absolute metric: the best evaluated actor, re-scored on 10x the episodes.
+    final_learner = copy.deepcopy(learner.state_dict())
+    learner.load_state_dict(best_learner)
+    absolute = np.concatenate([evaluate(learner, eval_envs, device, args.learner_hidden) for _ in range(10)]).mean()
+    writer.add_scalar("eval/absolute_learner_return", absolute, global_step)
+    print(f"absolute metric: best actor over {10 * args.num_eval_episodes} episodes = {absolute:.2f}")
+    learner.load_state_dict(final_learner)
+
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        torch.save(
+            {"script": "mappo_baseline.py", "args": asdict(args), "learner": learner.state_dict(),
+             "best_learner": best_learner, "critic": critic.state_dict()},
+            model_path,
+        )
+        print(f"model saved to {model_path}")
+
+    envs.close()
+    eval_envs.close()
+    writer.close()
