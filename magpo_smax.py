@@ -78,7 +78,7 @@ class Args:
     added to every agent token, as if concatenated to each agent's observation (the paper's guider
     sees the observations only and lists that as a limitation)"""
 
-    # Algorithm (defaults: the paper's 2s3z row, notes §4, except the budget)
+    # Algorithm (defaults: the paper's 2s3z row, notes §4, except the budget and value normalisation)
     total_timesteps: int = 5_000_000
     """total environment steps (one step of one environment counts one); the paper uses 20M"""
     learning_rate: float = 5e-4
@@ -86,7 +86,7 @@ class Args:
     anneal_lr: bool = False
     """toggle learning rate annealing (the paper does not anneal)"""
     num_envs: int = 64
-    """the number of parallel environments (jitted SMAX steps 64 on one core in ~3 ms)"""
+    """the number of parallel environments (the paper's 64; jitted SMAX steps them on one core in a few ms)"""
     num_steps: int = 128
     """the rollout length per environment per update"""
     gamma: float = 0.99
@@ -104,7 +104,8 @@ class Args:
     vf_coef: float = 0.5
     """coefficient of the guider's value loss"""
     norm_value: bool = True
-    """learn standardised returns (running mean/std, as MAPPO's ValueNorm); `--no-norm-value` as the official code"""
+    """learn standardised returns (running mean/std, as MAPPO's ValueNorm; on, as in magpo_mpe.py);
+    `--no-norm-value` as the official code"""
     max_grad_norm: float = 10.0
     """the maximum norm for the gradient clipping (applied to each network separately)"""
     delta: float = 1.3
@@ -124,9 +125,9 @@ class Args:
 
     # Evaluation
     eval_interval: int = 100_000
-    """evaluate the learner (and the guider) every this many environment steps"""
+    """evaluate the learner (and the guider) every this many environment steps (the paper: ~164k)"""
     num_eval_episodes: int = 32
-    """episodes per evaluation; the absolute metric re-scores the best learner on 10x as many"""
+    """episodes per evaluation (the paper's 32); the absolute metric re-scores the best learner on 10x as many"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -184,7 +185,7 @@ def validate_args(args: Args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure math: imported by tests/test_magpo_math.py (from magpo_mpe) and tests/test_magpo_smax_run.py
+# Pure math: magpo_mpe.py's, unchanged (tested there by tests/test_magpo_math.py)
 # ---------------------------------------------------------------------------------------------
 def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
     """Generalised advantage estimation, per agent (notes §3).
