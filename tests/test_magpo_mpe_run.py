@@ -1,17 +1,13 @@
 """End-to-end checks of `magpo_mpe.py` as a user runs it: tiny runs, bad input, determinism, and
 (marker `learning`) a short run that must clearly beat a random policy."""
 
-import glob
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "magpo_mpe.py")
+from helpers import only_run_dir, run_script, scalars
+
 TINY = [
     "--total-timesteps", "256", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
     "--update-epochs", "2", "--eval-interval", "128", "--num-eval-episodes", "2",
@@ -20,18 +16,7 @@ TINY = [
 
 
 def run(args, cwd, timeout=300):
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def scalars(run_dir):
-    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-def only_run_dir(cwd):
-    (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
-    return run_dir
+    return run_script("magpo_mpe.py", args, cwd, timeout)
 
 
 EXPECTED_TAGS = {

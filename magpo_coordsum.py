@@ -1,0 +1,814 @@
+"""MAGPO (Multi-Agent Guided Policy Optimization) on CoordSum, the paper's coordination benchmark, in one file.
+
+Paper: Li, Xie, Lu, "Multi-Agent Guided Policy Optimization", arXiv 2507.18059 (ICLR 2026).
+Official code: a JAX fork of Mava, `mava/systems/gpo/anakin/rec_magpo.py`.
+Notes used throughout (sections cited as "notes §n"): `../shared/MAGPO_NOTES.md`; the README's
+"Implementation details" lists every deliberate difference from the official code.
+
+The story of this file, top to bottom:
+  Args -> pure math (GAE, guider loss, learner loss, action distributions) -> networks (guider,
+  learner) -> evaluation -> main: seeding, envs, rollout with the guider, per-agent GAE, update of
+  both networks from the same batch, logging, absolute metric.
+
+A centralised *guider* (autoregressive joint policy) collects the data and is trained with PPO, but
+a double clip keeps its per-agent ratio to the decentralised *learner* inside [1/delta, delta] and a
+masked KL pulls it back where it drifts out. The *learner* (one recurrent policy per agent, shared
+parameters) is trained by KL(guider || learner) plus alpha x an off-policy PPO loss on the guider's
+data. Only the learner is deployed: `eval/learner_return` is the number that matters.
+
+CoordSum (notes §5, utils/coordsum.py): N agents see the same target and score only if their actions
+sum to it, twice as much if agent 0 avoids its own most frequent past action for that target. An
+autoregressive guider solves this easily (agent 0 randomises, the others complete the sum); that joint
+policy cannot be copied by independent learners, which is the failure MAGPO's tether exists to fix.
+This file is a sibling of magpo_mpe.py: `diff magpo_mpe.py magpo_coordsum.py` shows what the
+environment forces to differ (discrete actions only, no rendering, CoordSum arguments and defaults).
+"""
+
+import os
+
+# Must be set before torch is imported: OpenMP threads that spin while waiting cost 59-96x on a
+# 2-core machine when numpy, the env and torch take turns (measured, see docs/benchmarks.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import copy
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, asdict
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from utils.coordsum import SCENARIOS, CoordSumVec
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = False
+    """if toggled, run the networks on the GPU (an error if none is available)"""
+    torch_threads: int = 1
+    """torch intra-op threads; 1 is fastest for these small networks on a 2-core CPU"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (needs `pip install wandb`)"""
+    wandb_project_name: str = "magpo"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    save_model: bool = False
+    """whether to save the learner, the guider and the args to `runs/{run_name}`"""
+
+    # Environment
+    scenario: str = "3x10"
+    """CoordSum scenario NxK (N agents, K actions): 3x10, 3x30, 5x20 or 8x15 (notes §5)"""
+    coordsum_history: Literal["official", "full"] = "official"
+    """`official`: K history rows, targets >= K-1 share the last one (the official JAX clamp);
+    `full`: one row per target value"""
+    coordsum_obs: Literal["onehot", "raw"] = "onehot"
+    """`onehot`: the target as a one-hot over maxval values (our choice, see utils/coordsum.py);
+    `raw`: the official single float"""
+    max_steps: int = 100
+    """episode length (the official time limit)"""
+
+    # Algorithm (defaults: the paper's CoordSum 3x10 row, notes §4, except the budget)
+    total_timesteps: int = 5_000_000
+    """total environment steps (one step of one environment counts one); the paper uses 20M"""
+    learning_rate: float = 2.5e-4
+    """the learning rate of both Adam optimisers"""
+    anneal_lr: bool = False
+    """toggle learning rate annealing (the paper does not anneal)"""
+    num_envs: int = 64
+    """the number of parallel environments"""
+    num_steps: int = 128
+    """the rollout length per environment per update"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of minibatches; each holds whole `num_steps` sequences of `num_envs / num_minibatches` envs
+    (the paper uses 8; see `update_epochs`)"""
+    update_epochs: int = 5
+    """the K epochs to update the policy (the paper uses 10; 10 epochs x 8 minibatches cost ~3x as much per
+    environment step on a CPU, docs/benchmarks.md, which would put 5M steps out of reach of a laptop)"""
+    clip_coef: float = 0.05
+    """the PPO clip epsilon (also clips the value update and the learner's off-policy ratio)"""
+    ent_coef: float = 0.01
+    """coefficient of the guider's entropy bonus (the learner has none)"""
+    vf_coef: float = 0.5
+    """coefficient of the guider's value loss"""
+    norm_value: bool = True
+    """learn standardised returns (running mean/std, as MAPPO's ValueNorm); `--no-norm-value` as the official code"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping (applied to each network separately)"""
+    delta: float = 1.3
+    """delta > 1: the guider's per-agent ratio to the learner is kept in [1/delta, delta]; `inf` removes the tether"""
+    alpha: float = 2.0
+    """weight of the learner's off-policy PPO loss beside KL(guider || learner); 0 gives pure distillation"""
+
+    # Networks
+    learner_hidden: int = 128
+    """width of the learner's MLP and GRU (the official 128)"""
+    guider_dim: int = 64
+    """width of the guider's embeddings, GRU and transformer (MAT's 64)"""
+    guider_heads: int = 1
+    """attention heads in the guider"""
+    guider_blocks: int = 1
+    """transformer blocks in the guider's encoder and decoder"""
+
+    # Evaluation
+    eval_interval: int = 250_000
+    """evaluate the learner (and the guider) every this many environment steps"""
+    num_eval_episodes: int = 32
+    """episodes per evaluation; the absolute metric re-scores the best learner on 10x as many"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_envs: int = 0
+    """environments per minibatch (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def validate_args(args: Args) -> None:
+    """Reject bad input before any environment or network is built (raises ValueError)."""
+    checks = [
+        (args.scenario in SCENARIOS, f"unknown --scenario {args.scenario!r}; choose one of {sorted(SCENARIOS)}"),
+        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
+        (args.num_steps >= 1, f"--num-steps must be >= 1, got {args.num_steps}"),
+        (args.num_minibatches >= 1, f"--num-minibatches must be >= 1, got {args.num_minibatches}"),
+        (
+            args.num_envs % max(args.num_minibatches, 1) == 0,
+            f"--num-envs ({args.num_envs}) must be divisible by --num-minibatches ({args.num_minibatches}): "
+            "minibatches are groups of whole environment sequences",
+        ),
+        (args.update_epochs >= 1, f"--update-epochs must be >= 1, got {args.update_epochs}"),
+        (
+            args.total_timesteps >= args.num_envs * args.num_steps,
+            f"--total-timesteps ({args.total_timesteps}) must be at least one rollout "
+            f"(--num-envs x --num-steps = {args.num_envs * args.num_steps})",
+        ),
+        (args.delta > 1.0, f"--delta must be > 1 (the band is [1/delta, delta]), got {args.delta}"),
+        (args.alpha >= 0.0, f"--alpha must be >= 0, got {args.alpha}"),
+        (args.learning_rate > 0.0, f"--learning-rate must be > 0, got {args.learning_rate}"),
+        (args.clip_coef > 0.0, f"--clip-coef must be > 0, got {args.clip_coef}"),
+        (0.0 < args.gamma <= 1.0, f"--gamma must be in (0, 1], got {args.gamma}"),
+        (0.0 <= args.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"),
+        (args.ent_coef >= 0.0 and args.vf_coef >= 0.0, "--ent-coef and --vf-coef must be >= 0"),
+        (args.max_grad_norm > 0.0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
+        (args.max_steps >= 1, f"--max-steps must be >= 1, got {args.max_steps}"),
+        (args.eval_interval >= 1, f"--eval-interval must be >= 1, got {args.eval_interval}"),
+        (args.num_eval_episodes >= 1, f"--num-eval-episodes must be >= 1, got {args.num_eval_episodes}"),
+        (args.torch_threads >= 1, f"--torch-threads must be >= 1, got {args.torch_threads}"),
+        (min(args.learner_hidden, args.guider_dim, args.guider_heads, args.guider_blocks) >= 1,
+         "network sizes must be >= 1"),
+        (
+            args.guider_dim % max(args.guider_heads, 1) == 0,
+            f"--guider-dim ({args.guider_dim}) must be divisible by --guider-heads ({args.guider_heads})",
+        ),
+        (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA device"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure math: imported by tests/test_magpo_math.py
+# ---------------------------------------------------------------------------------------------
+def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+    """Generalised advantage estimation, per agent (notes §3).
+
+    rewards, values: (T, B, N); dones: (T, B, 1) or (T, B, N), `dones[t] = 1` when observation t is
+    the first of a new episode (CleanRL's convention); next_value (B, N), next_done (B, 1) or (B, N):
+    the value and done flag of the observation after the rollout. The time limit is treated as
+    termination: the 100-step return is the task's objective.
+    Returns (advantages, returns), each (T, B, N).
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(rewards[0])
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextnonterminal, nextvalues = 1.0 - next_done, next_value
+        else:
+            nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+def normalize(x):
+    """Per-minibatch advantage normalisation over all tokens (notes §3)."""
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+class RunningMeanStd:
+    """Running mean and variance of every value seen (parallel-update formula, as CleanRL's)."""
+
+    def __init__(self):
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def update(self, x):
+        batch_mean, batch_var, n = x.mean().item(), x.var(unbiased=False).item(), x.numel()
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+
+    def normalize(self, x):
+        return (x - self.mean) / math.sqrt(self.var + 1e-8)
+
+    def denormalize(self, x):
+        return x * math.sqrt(self.var + 1e-8) + self.mean
+
+
+def guider_loss(
+    logp, logp_behaviour, logp_learner, advantages, kl_to_learner, entropy,
+    value, value_old, returns, clip_coef, delta, ent_coef, vf_coef, norm_adv=True,
+):
+    """The guider's loss (notes §3): PPO with MAGPO's double clip, masked KL, value and entropy.
+
+    Every argument but the scalars is a per-token tensor (any shape, one entry per (t, env, agent)):
+    logp = log mu(a|...) of the current guider, logp_behaviour = the log-prob stored at rollout,
+    logp_learner = log pi(a|own history) of the current learner (treated as a constant here),
+    kl_to_learner = KL(mu || stopgrad pi) over the full per-agent action distributions (the caller
+    must detach the learner side), entropy = H(mu). Returns (loss, stats dict of floats).
+    """
+    logp_learner = logp_learner.detach()
+    adv = normalize(advantages) if norm_adv else advantages
+    log_delta = math.log(delta)
+
+    # Plain PPO ratio to the behaviour policy.
+    logratio = logp - logp_behaviour
+    ratio = logratio.exp()
+    # Double clip: r~ = clip(mu/pi, 1/delta, delta) * pi/beta. Inside the band r~ == r, so the
+    # guider is plain PPO; outside it the clipped term is constant in mu, and the min() below then
+    # drops the gradient that would push mu further from the learner.
+    guider_vs_learner = logp - logp_learner
+    ratio_tethered = (guider_vs_learner.clamp(-log_delta, log_delta) + logp_learner - logp_behaviour).exp()
+    pg_loss = -torch.min(ratio * adv, ratio_tethered.clamp(1 - clip_coef, 1 + clip_coef) * adv).mean()
+
+    # Masked KL: tokens whose sampled-action ratio mu/pi left [1/delta, delta] are pulled back
+    # towards the learner. Averaged over *all* tokens, masked zeros included, as the official code.
+    out_of_band = (guider_vs_learner.detach().abs() > log_delta).float()
+    kl_loss = (out_of_band * kl_to_learner).mean()
+
+    # Clipped value loss with returns R = A_raw + V_old (the same epsilon as the policy).
+    v_clipped = value_old + (value - value_old).clamp(-clip_coef, clip_coef)
+    v_loss = 0.5 * torch.max((value - returns) ** 2, (v_clipped - returns) ** 2).mean()
+
+    entropy_mean = entropy.mean()
+    loss = pg_loss + kl_loss - ent_coef * entropy_mean + vf_coef * v_loss
+    with torch.no_grad():
+        stats = {
+            "guider_pg_loss": pg_loss.item(),
+            "guider_kl_loss": kl_loss.item(),
+            "value_loss": v_loss.item(),
+            "entropy": entropy_mean.item(),
+            "guider_loss": loss.item(),
+            "approx_kl": ((ratio - 1) - logratio).mean().item(),
+            "clipfrac": ((ratio - 1.0).abs() > clip_coef).float().mean().item(),
+            "out_of_band_frac": out_of_band.mean().item(),
+        }
+    return loss, stats
+
+
+def learner_loss(logp_learner, logp_behaviour, advantages, kl_from_guider, clip_coef, alpha, norm_adv=True):
+    """The learner's loss (notes §3): alpha * off-policy PPO + KL(stopgrad mu || pi).
+
+    logp_learner = log pi(a|own history) of the guider's sampled action; logp_behaviour = the
+    guider's stored log-prob (so the ratio corrects for learning off the guider's data);
+    kl_from_guider = KL(mu || pi) per token with the guider side detached by the caller: the
+    *forward* KL, i.e. behaviour cloning of the current guider. No entropy, no critic.
+    """
+    adv = normalize(advantages) if norm_adv else advantages
+    ratio = (logp_learner - logp_behaviour).exp()
+    rl_loss = -torch.min(ratio * adv, ratio.clamp(1 - clip_coef, 1 + clip_coef) * adv).mean()
+    bc_loss = kl_from_guider.mean()
+    loss = alpha * rl_loss + bc_loss
+    with torch.no_grad():
+        stats = {
+            "learner_rl_loss": rl_loss.item(),
+            "learner_bc_kl": bc_loss.item(),
+            "learner_loss": loss.item(),
+            "learner_clipfrac": ((ratio - 1.0).abs() > clip_coef).float().mean().item(),
+        }
+    return loss, stats
+
+
+# Action distributions: categorical over K values; `params` are logits (..., K), one row per token
+# so they can be permuted, detached and sliced like any other tensor.
+def dist_sample(logits, deterministic=False):
+    if deterministic:
+        return logits.argmax(-1)
+    return torch.multinomial(logits.softmax(-1).reshape(-1, logits.shape[-1]), 1).reshape(logits.shape[:-1])
+
+
+def dist_log_prob(logits, action):
+    return logits.log_softmax(-1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
+
+
+def dist_entropy(logits):
+    logp = logits.log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def dist_kl(p, q):
+    """KL(p || q) per token, p and q logits."""
+    logp_p, logp_q = p.log_softmax(-1), q.log_softmax(-1)
+    return (logp_p.exp() * (logp_p - logp_q)).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def gru_unroll(gru, x, h, starts):
+    """Run `gru` over a sequence whose rows reset at episode starts; exact BPTT.
+
+    x (T, M, H) inputs, h (M, H) state before step 0, starts (T, M) bool: row m starts a new
+    episode at step t, so its state is zeroed before step t. Rather than a Python loop over T, the
+    fused nn.GRU runs over each stretch with no reset in any row: on CoordSum (and MPE) every env
+    resets at the same step, so a 128-step sequence is 2 calls (MPE: ~6) instead of 128.
+    """
+    num_steps = x.shape[0]
+    cuts = [0] + (torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist() + [num_steps]
+    lengths = [end - begin for begin, end in zip(cuts[:-1], cuts[1:])]
+    outputs = []
+    # split(), not slicing: its backward is one cat, where each slice's would zero-fill all of x.
+    for begin, piece in zip(cuts[:-1], x.split(lengths)):
+        h = h * (~starts[begin]).unsqueeze(-1).to(h.dtype)
+        out, h = gru(piece, h.unsqueeze(0))
+        h = h.squeeze(0)
+        outputs.append(out)
+    return torch.cat(outputs), h
+
+
+def to_positions(x, perm):
+    """Agent order -> decoding order: out[:, j] = x[:, perm[:, j]]. x (M, N, ...), perm (M, N)."""
+    index = perm.reshape(*perm.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return torch.gather(x, 1, index)
+
+
+def to_agents(x, perm):
+    """Decoding order -> agent order (the inverse of `to_positions`)."""
+    return to_positions(x, perm.argsort(dim=1))
+
+
+class Attention(nn.Module):
+    """Multi-head attention over the N agent tokens. N is tiny (<= 10), so plain matrix products
+    (nn.MultiheadAttention's packed projection made the backward pass ~2x slower here)."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.query = layer_init(nn.Linear(dim, dim), std=1.0)
+        self.key_value = layer_init(nn.Linear(dim, 2 * dim), std=1.0)
+        self.out = layer_init(nn.Linear(dim, dim), std=1.0)
+
+    def forward(self, x, context, mask=None):
+        """x (M, N, dim) queries, context (M, N, dim) keys/values, mask (N, N) True = blocked."""
+        M, N, dim = x.shape
+        q = self.query(x).view(M, N, self.heads, -1).transpose(1, 2)  # (M, heads, N, dim/heads)
+        k, v = self.key_value(context).view(M, N, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (M, heads, N, N)
+        if mask is not None:
+            scores = scores.masked_fill(mask, float("-inf"))
+        y = scores.softmax(dim=-1) @ v  # (M, heads, N, dim/heads)
+        return self.out(y.transpose(1, 2).reshape(M, N, dim))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN transformer block: self-attention over the agent tokens (no positional encoding:
+    the encoder is permutation-equivariant, agent identity comes from the one-hot id)."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.mlp = nn.Sequential(layer_init(nn.Linear(dim, dim)), nn.GELU(), layer_init(nn.Linear(dim, dim)))
+
+    def forward(self, x):
+        h = self.ln1(x)
+        x = x + self.attn(h, h)
+        return x + self.mlp(self.ln2(x))
+
+
+class DecoderBlock(nn.Module):
+    """Causal self-attention over the decoding positions, then cross-attention to every agent's
+    encoding: position j sees all observations and only the actions of positions < j."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.ln1, self.ln2, self.ln3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, heads)
+        self.cross_attn = Attention(dim, heads)
+        self.mlp = nn.Sequential(layer_init(nn.Linear(dim, dim)), nn.GELU(), layer_init(nn.Linear(dim, dim)))
+
+    def forward(self, x, rep, causal_mask):
+        h = self.ln1(x)
+        x = x + self.self_attn(h, h, causal_mask)
+        x = x + self.cross_attn(self.ln2(x), rep)
+        return x + self.mlp(self.ln3(x))
+
+
+class Guider(nn.Module):
+    """Centralised autoregressive joint policy mu(a^j | all observations, a^{<j}) with a value per agent.
+
+    MAT-style encoder-decoder over agent tokens, with per-agent memory underneath: a GRU shared by
+    all agents runs over each agent's own (id, observation) history, so every recurrent learner is
+    representable by the guider (the theory's backtracking step, notes §2; Sable has this memory
+    through retention). Decoding runs over positions j = 0..N-1 of an agent order `perm`.
+    """
+
+    def __init__(self, obs_dim, num_agents, action_dim, dim=64, heads=1, blocks=1):
+        super().__init__()
+        self.num_agents, self.action_dim = num_agents, action_dim
+        self.register_buffer("agent_ids", torch.eye(num_agents))
+        self.register_buffer("causal_mask", torch.triu(torch.ones(num_agents, num_agents, dtype=torch.bool), 1))
+        self.obs_embed = nn.Sequential(layer_init(nn.Linear(num_agents + obs_dim, dim)), nn.ReLU())
+        self.gru = nn.GRU(dim, dim)
+        self.encoder = nn.ModuleList([EncoderBlock(dim, heads) for _ in range(blocks)])
+        self.encoder_ln = nn.LayerNorm(dim)
+        self.value_head = nn.Sequential(layer_init(nn.Linear(dim, dim)), nn.ReLU(), layer_init(nn.Linear(dim, 1), std=1.0))
+        # Decoder input at position j: [is_start, features of the action at position j-1].
+        self.action_embed = layer_init(nn.Linear(action_dim + 1, dim))
+        self.decoder = nn.ModuleList([DecoderBlock(dim, heads) for _ in range(blocks)])
+        self.decoder_ln = nn.LayerNorm(dim)
+        self.policy_head = nn.Sequential(
+            layer_init(nn.Linear(dim, dim)), nn.ReLU(), layer_init(nn.Linear(dim, action_dim), std=0.01)
+        )
+
+    def memory(self, obs, h, starts):
+        """obs (T, B, N, obs_dim), h (B, N, dim), starts (T, B) -> (T, B, N, dim), new h."""
+        T, B, N, _ = obs.shape
+        x = self.obs_embed(torch.cat([self.agent_ids.expand(T, B, N, N), obs], dim=-1))  # (T, B, N, dim)
+        x, h = gru_unroll(self.gru, x.reshape(T, B * N, -1), h.reshape(B * N, -1), starts.repeat_interleave(N, dim=1))
+        return x.reshape(T, B, N, -1), h.reshape(B, N, -1)
+
+    def encode(self, x):
+        """x (M, N, dim) in decoding order -> representations (M, N, dim), values (M, N)."""
+        for block in self.encoder:
+            x = block(x)
+        rep = self.encoder_ln(x)
+        return rep, self.value_head(rep).squeeze(-1)
+
+    def action_features(self, action):
+        return F.one_hot(action, self.action_dim).float()
+
+    def decode(self, tokens, rep):
+        """tokens (M, N, A+1) shifted actions, rep (M, N, dim) -> distribution params (M, N, P)."""
+        x = self.action_embed(tokens) + rep
+        for block in self.decoder:
+            x = block(x, rep, self.causal_mask)
+        return self.policy_head(self.decoder_ln(x))
+
+    def start_tokens(self, num):
+        tokens = torch.zeros(num, self.num_agents, self.action_dim + 1, device=self.agent_ids.device)
+        tokens[:, 0, 0] = 1.0
+        return tokens
+
+    @torch.no_grad()
+    def act(self, obs, h, starts, perm, deterministic=False):
+        """Sample a joint action agent by agent in the order `perm`.
+
+        obs (B, N, obs_dim), h (B, N, dim), starts (B,), perm (B, N) ->
+        action (B, N[, A]), logp (B, N), value (B, N), all in agent order, and the new h.
+        """
+        mem, h = self.memory(obs.unsqueeze(0), h, starts.unsqueeze(0))
+        rep, value = self.encode(to_positions(mem[0], perm))  # (B, N, dim), (B, N)
+        tokens = self.start_tokens(obs.shape[0])
+        actions, logps = [], []
+        for j in range(self.num_agents):
+            params = self.decode(tokens, rep)[:, j]  # causal: positions > j do not matter yet
+            action = dist_sample(params, deterministic)
+            actions.append(action)
+            logps.append(dist_log_prob(params, action))
+            if j + 1 < self.num_agents:
+                tokens[:, j + 1, 1:] = self.action_features(action)
+        action = torch.stack(actions, dim=1)
+        return to_agents(action, perm), to_agents(torch.stack(logps, dim=1), perm), to_agents(value, perm), h
+
+    def evaluate(self, obs, h, starts, actions, perm):
+        """Teacher-forced pass over stored sequences (BPTT from the stored state h).
+
+        obs (T, M, N, obs_dim), h (M, N, dim), starts (T, M), actions (T, M, N[, A]), perm (T, M, N)
+        -> params (T, M, N, P), logp, entropy, value (T, M, N), all in agent order.
+        """
+        T, M, N = perm.shape
+        mem, _ = self.memory(obs, h, starts)
+        perm = perm.reshape(T * M, N)
+        rep, value = self.encode(to_positions(mem.reshape(T * M, N, -1), perm))
+        actions = to_positions(actions.reshape(T * M, *actions.shape[2:]), perm)
+        tokens = self.start_tokens(T * M)
+        tokens[:, 1:, 1:] = self.action_features(actions[:, :-1])
+        params = self.decode(tokens, rep)  # (T*M, N, P)
+        logp = dist_log_prob(params, actions)
+        entropy = dist_entropy(params)
+        outputs = [to_agents(x, perm) for x in (params, logp, entropy, value)]
+        return [x.reshape(T, M, *x.shape[1:]) for x in outputs]
+
+
+class Learner(nn.Module):
+    """Decentralised recurrent policy pi(a^i | own observation history), parameters shared by all
+    agents: [one-hot id, obs] -> MLP -> GRU -> MLP -> head (the official architecture, notes §3)."""
+
+    def __init__(self, obs_dim, num_agents, action_dim, hidden=128):
+        super().__init__()
+        self.register_buffer("agent_ids", torch.eye(num_agents))
+        self.pre = nn.Sequential(layer_init(nn.Linear(num_agents + obs_dim, hidden)), nn.ReLU())
+        self.gru = nn.GRU(hidden, hidden)
+        self.post = nn.Sequential(layer_init(nn.Linear(hidden, hidden)), nn.ReLU())
+        self.head = layer_init(nn.Linear(hidden, action_dim), std=0.01)
+
+    def forward(self, obs, h, starts):
+        """obs (T, B, N, obs_dim), h (B, N, hidden), starts (T, B) -> params (T, B, N, P), new h."""
+        T, B, N, _ = obs.shape
+        x = self.pre(torch.cat([self.agent_ids.expand(T, B, N, N), obs], dim=-1))  # (T, B, N, hidden)
+        x, h = gru_unroll(self.gru, x.reshape(T, B * N, -1), h.reshape(B * N, -1), starts.repeat_interleave(N, dim=1))
+        return self.head(self.post(x)).reshape(T, B, N, -1), h.reshape(B, N, -1)
+
+    @torch.no_grad()
+    def act(self, obs, h, starts, deterministic=False):
+        """One decentralised step: obs (B, N, obs_dim) -> action (B, N[, A]), new h."""
+        params, h = self(obs.unsqueeze(0), h, starts.unsqueeze(0))
+        return dist_sample(params[0], deterministic), h
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment glue and evaluation
+# ---------------------------------------------------------------------------------------------
+def to_env_action(action):
+    """Policy action -> what CoordSum takes: the value index (B, N) as numpy."""
+    return action.cpu().numpy()
+
+
+def random_perm(num_envs, num_agents, device):
+    """An independent random decoding order per environment (B, N)."""
+    return torch.rand(num_envs, num_agents, device=device).argsort(dim=1)
+
+
+@torch.no_grad()
+def evaluate(policy, eval_envs, device, hidden_size, deterministic=False):
+    """Undiscounted returns (B,) of `policy` over one episode in each of the B eval envs, sampling
+    actions as the paper does (`deterministic` takes the mode instead). A Learner acts
+    decentralised (own observation history only); the Guider acts centrally, in a random agent
+    order per step as during training."""
+    B, N = eval_envs.num_envs, eval_envs.num_agents
+    obs = torch.from_numpy(eval_envs.reset()).to(device)
+    h = torch.zeros(B, N, hidden_size, device=device)
+    starts = torch.ones(B, dtype=torch.bool, device=device)
+    finished = np.zeros(B, dtype=bool)
+    episode_return = np.zeros(B, dtype=np.float64)
+    while not finished.all():
+        if isinstance(policy, Learner):
+            action, h = policy.act(obs, h, starts, deterministic)
+        else:
+            action, _, _, h = policy.act(obs, h, starts, random_perm(B, N, device), deterministic)
+        obs_np, _, dones, info = eval_envs.step(to_env_action(action))
+        newly = dones & ~finished
+        episode_return[newly] = info["episode_return"][newly]
+        finished |= dones
+        obs = torch.from_numpy(obs_np).to(device)
+        starts = torch.from_numpy(dones).to(device)
+    return episode_return
+
+
+def random_policy_return(eval_envs, rng):
+    """Mean return of uniformly random actions over one episode per eval env: the floor to beat."""
+    B, N = eval_envs.num_envs, eval_envs.num_agents
+    eval_envs.reset()
+    finished, episode_return = np.zeros(B, dtype=bool), np.zeros(B)
+    while not finished.all():
+        action = rng.integers(0, eval_envs.action_dim, (B, N))
+        _, _, dones, info = eval_envs.step(action)
+        episode_return[dones & ~finished] = info["episode_return"][dones & ~finished]
+        finished |= dones
+    return float(episode_return.mean())
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    try:
+        validate_args(args)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_envs = args.num_envs // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+    task = f"coordsum_{args.scenario}"
+    run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs Weights and Biases: pip install wandb")
+        wandb.init(
+            project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+            config=vars(args), name=run_name, save_code=True,
+        )
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # Seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if args.cuda else "cpu")
+
+    # Envs: training, and a separate batch for evaluation (one episode per env per round)
+    env_kwargs = dict(
+        scenario=args.scenario, history=args.coordsum_history, max_steps=args.max_steps,
+        obs_encoding=args.coordsum_obs,
+    )
+    envs = CoordSumVec(args.num_envs, seed=args.seed, **env_kwargs)
+    eval_envs = CoordSumVec(args.num_eval_episodes, seed=args.seed + 10_000, **env_kwargs)
+    N, obs_dim, action_dim = envs.num_agents, envs.obs_dim, envs.action_dim
+
+    guider = Guider(obs_dim, N, action_dim, args.guider_dim, args.guider_heads, args.guider_blocks).to(device)
+    learner = Learner(obs_dim, N, action_dim, args.learner_hidden).to(device)
+    guider_optimizer = torch.optim.Adam(guider.parameters(), lr=args.learning_rate, eps=1e-5)
+    learner_optimizer = torch.optim.Adam(learner.parameters(), lr=args.learning_rate, eps=1e-5)
+    value_norm = RunningMeanStd() if args.norm_value else None
+
+    # Rollout storage, (T, B, N, ...) with T = num_steps
+    T, B = args.num_steps, args.num_envs
+    obs = torch.zeros((T, B, N, obs_dim), device=device)
+    actions = torch.zeros((T, B, N), device=device, dtype=torch.long)
+    perms = torch.zeros((T, B, N), device=device, dtype=torch.long)
+    logprobs = torch.zeros((T, B, N), device=device)
+    rewards = torch.zeros((T, B, N), device=device)
+    starts = torch.zeros((T, B), device=device, dtype=torch.bool)
+    values = torch.zeros((T, B, N), device=device)
+
+    random_return = random_policy_return(eval_envs, np.random.default_rng(args.seed))
+    print(f"random policy: eval return {random_return:.2f}")
+    writer.add_scalar("eval/random_return", random_return, 0)
+
+    def run_evaluation(step):
+        learner_return = evaluate(learner, eval_envs, device, args.learner_hidden).mean()
+        guider_return = evaluate(guider, eval_envs, device, args.guider_dim).mean()
+        writer.add_scalar("eval/learner_return", learner_return, step)
+        writer.add_scalar("eval/guider_return", guider_return, step)
+        print(f"global_step={step}, eval/learner_return={learner_return:.2f}, eval/guider_return={guider_return:.2f}")
+        return learner_return
+
+    # Start the game
+    global_step = 0
+    start_time = time.time()
+    next_obs = torch.from_numpy(envs.reset(seed=args.seed)).to(device)  # (B, N, obs_dim)
+    next_start = torch.ones(B, dtype=torch.bool, device=device)
+    guider_h = torch.zeros(B, N, args.guider_dim, device=device)
+    learner_h = torch.zeros(B, N, args.learner_hidden, device=device)
+    best_return = run_evaluation(0)
+    best_learner = copy.deepcopy(learner.state_dict())
+    next_eval = args.eval_interval
+
+    for iteration in range(1, args.num_iterations + 1):
+        if args.anneal_lr:
+            lrnow = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
+            for optimizer in (guider_optimizer, learner_optimizer):
+                optimizer.param_groups[0]["lr"] = lrnow
+        # BPTT in the update starts from the recurrent states at the rollout's start.
+        guider_h0, learner_h0 = guider_h.clone(), learner_h.clone()
+
+        for step in range(T):
+            global_step += B
+            obs[step], starts[step] = next_obs, next_start
+            perm = random_perm(B, N, device)
+            with torch.no_grad():
+                action, logprob, value, guider_h = guider.act(next_obs, guider_h, next_start, perm)
+                # The learner's memory is advanced on the guider's trajectory too, so its stored
+                # state matches what BPTT recomputes (the official code's late bug fix, notes §3).
+                _, learner_h = learner(next_obs.unsqueeze(0), learner_h, next_start.unsqueeze(0))
+            actions[step], logprobs[step], values[step], perms[step] = action, logprob, value, perm
+
+            next_obs_np, reward, done, info = envs.step(to_env_action(action))
+            rewards[step] = torch.from_numpy(reward).to(device)
+            next_obs = torch.from_numpy(next_obs_np).to(device)
+            next_start = torch.from_numpy(done).to(device)
+            if done.any():
+                episodic_return = float(info["episode_return"][done].mean())
+                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+                writer.add_scalar("charts/episodic_length", float(info["episode_length"][done].mean()), global_step)
+
+        # Per-agent GAE from the guider's per-agent values (notes §3)
+        with torch.no_grad():
+            mem, _ = guider.memory(next_obs.unsqueeze(0), guider_h, next_start.unsqueeze(0))
+            _, next_value = guider.encode(mem[0])  # the encoder is permutation-equivariant
+            if value_norm is not None:  # the value head predicts standardised returns
+                raw_values, next_value = value_norm.denormalize(values), value_norm.denormalize(next_value)
+            else:
+                raw_values = values
+            dones = starts.float().unsqueeze(-1)  # (T, B, 1)
+            advantages, returns = compute_gae(
+                rewards, raw_values, dones, next_value, next_start.float().unsqueeze(-1), args.gamma, args.gae_lambda
+            )
+            if value_norm is not None:
+                value_norm.update(returns)
+                value_targets = value_norm.normalize(returns)
+            else:
+                value_targets = returns
+
+        # Update: epochs x minibatches of whole environment sequences; both networks step on
+        # gradients computed from the same pre-update parameters (notes §3).
+        env_inds = np.arange(B)
+        stats_sum = {}
+        num_updates = 0
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(env_inds)
+            for begin in range(0, B, args.minibatch_envs):
+                mb = torch.from_numpy(env_inds[begin : begin + args.minibatch_envs]).to(device)
+                mb_obs, mb_starts, mb_actions = obs[:, mb], starts[:, mb], actions[:, mb]
+                g_params, g_logp, g_entropy, g_value = guider.evaluate(
+                    mb_obs, guider_h0[mb], mb_starts, mb_actions, perms[:, mb]
+                )
+                l_params, _ = learner(mb_obs, learner_h0[mb], mb_starts)  # (T, M, N, P)
+                l_logp = dist_log_prob(l_params, mb_actions)
+
+                g_loss, g_stats = guider_loss(
+                    g_logp, logprobs[:, mb], l_logp, advantages[:, mb],
+                    dist_kl(g_params, l_params.detach()), g_entropy,
+                    g_value, values[:, mb], value_targets[:, mb],
+                    args.clip_coef, args.delta, args.ent_coef, args.vf_coef,
+                )
+                l_loss, l_stats = learner_loss(
+                    l_logp, logprobs[:, mb], advantages[:, mb],
+                    dist_kl(g_params.detach(), l_params), args.clip_coef, args.alpha,
+                )
+                guider_optimizer.zero_grad()
+                learner_optimizer.zero_grad()
+                # The cross terms are detached, so one backward gives each network only its own loss.
+                (g_loss + l_loss).backward()
+                nn.utils.clip_grad_norm_(guider.parameters(), args.max_grad_norm)
+                nn.utils.clip_grad_norm_(learner.parameters(), args.max_grad_norm)
+                guider_optimizer.step()
+                learner_optimizer.step()
+
+                for key, value in {**g_stats, **l_stats}.items():
+                    stats_sum[key] = stats_sum.get(key, 0.0) + value
+                num_updates += 1
+
+        y_pred, y_true = raw_values.flatten().cpu().numpy(), returns.flatten().cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        writer.add_scalar("charts/learning_rate", guider_optimizer.param_groups[0]["lr"], global_step)
+        for key, total in stats_sum.items():
+            group = "magpo" if key in ("out_of_band_frac", "learner_clipfrac") else "losses"
+            writer.add_scalar(f"{group}/{key}", total / num_updates, global_step)
+        writer.add_scalar("magpo/kl_guider_learner", stats_sum["learner_bc_kl"] / num_updates, global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        sps = int(global_step / (time.time() - start_time))
+        writer.add_scalar("charts/SPS", sps, global_step)
+        print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} SPS={sps}")
+
+        if global_step >= next_eval or iteration == args.num_iterations:
+            next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
+            learner_return = run_evaluation(global_step)
+            if learner_return > best_return:
+                best_return, best_learner = learner_return, copy.deepcopy(learner.state_dict())
+
+    # Absolute metric (notes §3): the best evaluated learner, re-scored on 10x the episodes.
+    final_learner = copy.deepcopy(learner.state_dict())
+    learner.load_state_dict(best_learner)
+    absolute = np.concatenate([evaluate(learner, eval_envs, device, args.learner_hidden) for _ in range(10)]).mean()
+    writer.add_scalar("eval/absolute_learner_return", absolute, global_step)
+    print(f"absolute metric: best learner over {10 * args.num_eval_episodes} episodes = {absolute:.2f}")
+    learner.load_state_dict(final_learner)
+
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        torch.save(
+            {"script": "magpo_coordsum.py", "args": asdict(args), "learner": learner.state_dict(),
+             "best_learner": best_learner, "guider": guider.state_dict()},
+            model_path,
+        )
+        print(f"model saved to {model_path}")
+
+    envs.close()
+    eval_envs.close()
+    writer.close()

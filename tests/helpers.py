@@ -1,0 +1,30 @@
+"""What the end-to-end tests of the training scripts share: run a script as a user would, find its
+run directory, read its TensorBoard scalars."""
+
+import glob
+import os
+import subprocess
+import sys
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(script, args, cwd, timeout=300):
+    """`python <script> <args>` from `cwd` (so `runs/` lands there); the CompletedProcess, text mode."""
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def scalars(run_dir):
+    """{tag: [(step, value), ...]} of every scalar a run logged."""
+    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def only_run_dir(cwd):
+    """The single run directory under `cwd/runs` (fails if there are none or several)."""
+    (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
+    return run_dir
