@@ -2,13 +2,8 @@
 makes them: tiny runs and their TensorBoard tags, bad input, determinism, every one of the
 paper's ten maps (marker `slow`), and (marker `learning`) a short run that must learn to win."""
 
-import os
-
-# Compile fast in tests (see tests/test_smax_env.py); the learning test turns this off again.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
-os.environ.setdefault("XLA_FLAGS", FAST_COMPILE)
-
 import glob
+import os
 import subprocess
 import sys
 
@@ -128,7 +123,12 @@ def test_networks_respect_masks_and_replay_their_log_probs(use_state):
 
 
 # ------------------------------------------------------------------------------ end to end
-def run(args, cwd, timeout=300, env=None):
+def run(args, cwd, timeout=300, fast_compile=True):
+    """Run magpo_smax.py. `fast_compile`: XLA's backend optimisation level 0, which compiles SMAX
+    2-3x faster and runs it ~3x slower (docs/benchmarks.md): right for tiny runs, not for learning."""
+    env = dict(os.environ)
+    if fast_compile:
+        env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
     return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -242,13 +242,10 @@ def test_learner_learns_to_win_3m(tmp_path):
     """3m (3 marines against 3 heuristic marines) at a CPU-sized budget (~2 min on 2 cores): the
     decentralised learner, which starts at a 0% win rate like a random policy, must win clearly."""
     budget = os.environ.get("MAGPO_SMAX_LEARNING_STEPS", "120000")
-    env = dict(os.environ)
-    if env.get("XLA_FLAGS") == FAST_COMPILE:  # full optimisation: SMAX runs ~3x faster
-        del env["XLA_FLAGS"]
     result = run(
         ["--map-name", "3m", "--total-timesteps", budget, "--num-envs", "32", "--num-minibatches", "2",
          "--eval-interval", "40000", "--seed", "1"],
-        tmp_path, timeout=900, env=env,
+        tmp_path, timeout=900, fast_compile=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     tags = scalars(only_run_dir(tmp_path))

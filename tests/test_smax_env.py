@@ -3,12 +3,6 @@ statistics), the win flag on a scripted win and a scripted loss, input checks, a
 plumbing (a single compile of `step`, the restored streams, the persistent cache)."""
 
 import os
-
-# Compile fast in tests: XLA's backend optimisation level 0 compiles SMAX ~3x faster and runs it
-# ~3x slower (docs/benchmarks.md), the right trade for short tests. Read by JAX when it starts,
-# which is on the first environment built (utils/smax.py imports JAX lazily).
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
-
 import subprocess
 import sys
 
@@ -36,6 +30,18 @@ def scripted_attack(envs):
     first_target = attack.float().argmax(-1) + 5
     walk = torch.where(avail[..., EAST], EAST, STOP)
     return torch.where(attack.any(-1), first_target, walk)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compile():
+    """Compile fast in these tests: XLA's backend optimisation level 0 compiles SMAX 2-3x faster
+    and runs it ~3x slower (docs/benchmarks.md), the right trade for short tests. JAX reads the
+    flag when it starts, on the first environment built (utils/smax.py imports JAX lazily), and
+    subprocesses inherit it; it is set for this module only, so other tests' runs are unaffected."""
+    with pytest.MonkeyPatch.context() as patch:
+        if "XLA_FLAGS" not in os.environ:
+            patch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+        yield
 
 
 @pytest.fixture(scope="module")
