@@ -21,8 +21,12 @@ import numpy as np
 import torch
 import tyro
 
-# Scripts whose models enjoy.py can rebuild, and the environment family of each.
-SUPPORTED_SCRIPTS = {"magpo_mpe.py": "mpe"}
+from utils.coordsum import CoordSumVec
+from utils.mpe import make_env
+
+# Scripts whose models enjoy.py can rebuild, and the environment family of each (mappo_baseline.py
+# stores its family in its args: `--env`).
+SUPPORTED_SCRIPTS = {"magpo_mpe.py": "mpe", "magpo_coordsum.py": "coordsum", "mappo_baseline.py": None}
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Args:
     seed: int = 1
     """seed of the evaluation episodes and of the sampled actions"""
     gif: bool = True
-    """write a GIF of the first episode next to the model (MPE)"""
+    """write a GIF of the first episode next to the model (MPE only; CoordSum has nothing to draw)"""
     torch_threads: int = 1
     """torch intra-op threads"""
 
@@ -54,7 +58,7 @@ def load_checkpoint(path):
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises different errors for different kinds of wrong file
         raise ValueError(f"{path!r} is not a model saved by --save-model ({type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or not {"script", "args", "learner", "guider"} <= set(checkpoint):
+    if not isinstance(checkpoint, dict) or not {"script", "args", "learner", "best_learner"} <= set(checkpoint):
         raise ValueError(f"{path!r} is not a model saved by --save-model of this project's training scripts")
     if checkpoint["script"] not in SUPPORTED_SCRIPTS:
         raise ValueError(
@@ -63,25 +67,37 @@ def load_checkpoint(path):
     return checkpoint
 
 
+def env_family(checkpoint):
+    """'mpe' or 'coordsum': the environment the checkpoint's policy was trained on."""
+    return SUPPORTED_SCRIPTS[checkpoint["script"]] or checkpoint["args"]["env"]
+
+
 def build_policy(checkpoint, policy="learner", which="best"):
     """(training module, network with the saved weights, its hidden size, the eval-env factory)."""
     module = importlib.import_module(checkpoint["script"][: -len(".py")])
-    saved = checkpoint["args"]
+    saved, family = checkpoint["args"], env_family(checkpoint)
 
     def make_eval_envs(num_envs, seed):
-        return module.make_env(
-            saved["env_backend"], num_envs, num_agents=saved["num_agents"],
-            continuous_actions=saved["continuous_actions"], local_ratio=saved["local_ratio"],
-            max_cycles=saved["max_cycles"], seed=seed,
-        )
+        if family == "mpe":
+            return make_env(
+                saved["env_backend"], num_envs, num_agents=saved["num_agents"],
+                continuous_actions=saved["continuous_actions"], local_ratio=saved["local_ratio"],
+                max_cycles=saved["max_cycles"], seed=seed,
+            )
+        return CoordSumVec(num_envs, saved["scenario"], history=saved["coordsum_history"],
+                           max_steps=saved.get("max_steps", 100), obs_encoding=saved["coordsum_obs"], seed=seed)
 
     probe = make_eval_envs(1, 0)
-    dims = (probe.obs_dim, probe.num_agents, probe.action_dim, saved["continuous_actions"])
+    dims = (probe.obs_dim, probe.num_agents, probe.action_dim)
+    if checkpoint["script"] != "magpo_coordsum.py":  # the CoordSum script is discrete-only: no flag
+        dims = (*dims, probe.continuous_actions)
     probe.close()
     if policy == "learner":
         network, hidden = module.Learner(*dims, saved["learner_hidden"]), saved["learner_hidden"]
         network.load_state_dict(checkpoint["best_learner" if which == "best" else "learner"])
     else:
+        if "guider" not in checkpoint:
+            raise ValueError(f"{checkpoint['script']} trains no guider; its deployed policy is --policy learner")
         network = module.Guider(*dims, saved["guider_dim"], saved["guider_heads"], saved["guider_blocks"])
         network.load_state_dict(checkpoint["guider"])
         hidden = saved["guider_dim"]
@@ -98,18 +114,23 @@ if __name__ == "__main__":
         sys.exit(f"error: {error}")
     torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)
-    module, network, hidden, make_eval_envs = build_policy(checkpoint, args.policy, args.checkpoint)
+    try:
+        module, network, hidden, make_eval_envs = build_policy(checkpoint, args.policy, args.checkpoint)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
 
     envs = make_eval_envs(args.num_episodes, args.seed)
-    episode = [] if args.gif else None
-    returns = module.evaluate(network, envs, torch.device("cpu"), hidden, deterministic=args.greedy, record=episode)
+    gif = args.gif and env_family(checkpoint) == "mpe"  # only MPE has something to draw
+    episode = [] if gif else None
+    record = {"record": episode} if gif else {}
+    returns = module.evaluate(network, envs, torch.device("cpu"), hidden, deterministic=args.greedy, **record)
     envs.close()
     name = f"{args.policy}" + (f" ({args.checkpoint})" if args.policy == "learner" else "")
     mode = "greedy" if args.greedy else "sampled"
     print(f"{checkpoint['script']} {name}, {mode} actions: return {returns.mean():.2f} ± {returns.std():.2f} "
           f"(mean ± std over {len(returns)} episodes)")
 
-    if args.gif:
+    if gif:
         from utils.render import save_gif
 
         gif_path = os.path.join(os.path.dirname(os.path.abspath(args.model_path)), f"enjoy_{args.policy}.gif")
