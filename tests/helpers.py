@@ -11,10 +11,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_script(script, args, cwd, timeout=300):
-    """`python <script> <args>` from `cwd` (so `runs/` lands there); the CompletedProcess, text mode."""
+def run_script(script, args, cwd, timeout=300, fast_compile=False):
+    """`python <script> <args>` from `cwd` (so `runs/` lands there); the CompletedProcess, text mode.
+
+    `fast_compile` (SMAX runs): XLA's backend optimisation level 0, which compiles SMAX 2-3x faster
+    and runs it ~3x slower (docs/benchmarks.md): right for tiny runs, not for learning. It is set
+    for the child process only, so it never leaks into the rest of the test session."""
+    env = dict(os.environ)
+    if fast_compile:
+        env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
     return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def scalars(run_dir):

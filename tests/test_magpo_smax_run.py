@@ -2,15 +2,12 @@
 makes them: tiny runs and their TensorBoard tags, bad input, determinism, every one of the
 paper's ten maps (marker `slow`), and (marker `learning`) a short run that must learn to win."""
 
-import glob
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import only_run_dir, run_script, scalars
 
 from magpo_smax import (
     MASKED_LOGIT,
@@ -25,8 +22,6 @@ from magpo_smax import (
 )
 from utils.smax import PAPER_MAPS
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "magpo_smax.py")
 # num_envs == num_eval_episodes: the evaluation batch reuses the training batch's compiled step
 TINY = [
     "--total-timesteps", "256", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
@@ -124,24 +119,8 @@ def test_networks_respect_masks_and_replay_their_log_probs(use_state):
 
 # ------------------------------------------------------------------------------ end to end
 def run(args, cwd, timeout=300, fast_compile=True):
-    """Run magpo_smax.py. `fast_compile`: XLA's backend optimisation level 0, which compiles SMAX
-    2-3x faster and runs it ~3x slower (docs/benchmarks.md): right for tiny runs, not for learning."""
-    env = dict(os.environ)
-    if fast_compile:
-        env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-def scalars(run_dir):
-    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-def only_run_dir(cwd):
-    (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
-    return run_dir
+    """Run magpo_smax.py, by default with the fast-compile XLA flag (tests/helpers.py)."""
+    return run_script("magpo_smax.py", args, cwd, timeout=timeout, fast_compile=fast_compile)
 
 
 EXPECTED_TAGS = {
