@@ -10,15 +10,19 @@ The story of this file, top to bottom:
   environment-specific code) and evaluation -> main: seeding, envs, rollout with the actor, per-agent
   GAE, PPO update of actor and critic by BPTT over whole sequences, logging, absolute metric.
 
-The runs are meant to be compared with `magpo_mpe.py` / `magpo_coordsum.py` curve for curve, so
+The runs are meant to be compared with `magpo_mpe.py` / `magpo_coordsum.py` / `magpo_smax.py` curve
+for curve, so
 everything but the training algorithm is the same: the env wrappers in `utils/`, the actor's
 architecture (magpo_mpe.py's `Learner`, copied: [one-hot id, own obs] -> MLP -> GRU -> MLP -> head),
 the rollout size, the budget, the decentralised evaluation, the absolute metric and the TensorBoard
-tags. The actor plays MAGPO's learner's part, so its evaluation is logged as `eval/learner_return`.
+tags. The actor plays MAGPO's learner's part, so its evaluation is logged as `eval/learner_return`
+(and, on SMAX, `eval/win_rate`).
 
 MAPPO's critic sees the global state `envs.state()` with a one-hot agent id (one value per agent,
 because MPE rewards differ per agent); `--ippo` gives it the agent's own observation instead. The
 actor collects its own data (on-policy PPO), unlike MAGPO's learner, which learns from a guider.
+On SMAX some actions are illegal at each step: the actor's categorical is masked with the env's
+available actions (never sampled, no probability mass, entropy over the legal ones only).
 """
 
 import os
@@ -44,9 +48,10 @@ from torch.utils.tensorboard import SummaryWriter
 
 from utils.coordsum import SCENARIOS, CoordSumVec
 from utils.mpe import make_env
+from utils.smax import check_map_name, make_env as make_smax_env
 from utils.render import save_gif
 
-ENVS = ("mpe", "coordsum")  # ENV-SPECIFIC: a new environment is added here, in Args, and in "Environment glue"
+ENVS = ("mpe", "coordsum", "smax")  # ENV-SPECIFIC: a new environment is added here, in Args, and in "Environment glue"
 
 
 @dataclass
@@ -80,12 +85,13 @@ class Args:
 
     # Environment (ENV-SPECIFIC)
     env: str = "mpe"
-    """`mpe` (simple_spread, utils/mpe.py) or `coordsum` (the paper's coordination benchmark, utils/coordsum.py)"""
+    """`mpe` (simple_spread, utils/mpe.py), `coordsum` (the paper's coordination benchmark, utils/coordsum.py)
+    or `smax` (JaxMARL's StarCraft-like SMAX with heuristic enemies, utils/smax.py; metric: win rate)"""
     num_agents: int = 3
-    """MPE: number of agents (and landmarks) in simple_spread; CoordSum: set from `--scenario` at runtime"""
+    """MPE: number of agents (and landmarks) in simple_spread; CoordSum and SMAX: set from the scenario / map at runtime"""
     continuous_actions: bool = True
     """MPE: continuous 5-dim actions in [0, 1] as in the paper; `--no-continuous-actions` for Discrete(5).
-    CoordSum is discrete (set to False at runtime)"""
+    CoordSum and SMAX are discrete (set to False at runtime)"""
     local_ratio: float = 0.5
     """MPE: weight of each agent's local (collision) reward against the shared landmark reward"""
     max_cycles: int = 25
@@ -100,6 +106,8 @@ class Args:
     coordsum_obs: Literal["onehot", "raw"] = "onehot"
     """CoordSum: `onehot` = the target as a one-hot over maxval values (as magpo_coordsum.py);
     `raw` = the official single float"""
+    map_name: str = "2s3z"
+    """SMAX: the map (any map registered in JaxMARL; the paper's ten are in utils/smax.py's PAPER_MAPS)"""
 
     # Algorithm (defaults: recurrent MAPPO of Yu et al. 2022, with MAGPO's rollout, budget and lr)
     total_timesteps: int = 2_000_000
@@ -205,6 +213,8 @@ def validate_args(args: Args) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+    if args.env == "smax":
+        check_map_name(args.map_name)  # imports jaxmarl (~2 s), so only once the cheap checks passed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,30 +452,41 @@ class Critic(nn.Module):
 # Environment glue (ENV-SPECIFIC: everything the main loop needs to know about an environment)
 # ---------------------------------------------------------------------------------------------
 def task_name(args):
-    """The run-name prefix plot.py groups by: simple_spread_{N}ag or coordsum_{scenario}."""
+    """The run-name prefix plot.py groups by: simple_spread_{N}ag, coordsum_{scenario} or the SMAX
+    map, as in magpo_mpe.py, magpo_coordsum.py and magpo_smax.py."""
     if args.env == "mpe":
         return f"simple_spread_{args.num_agents}ag"
+    if args.env == "smax":
+        return args.map_name
     return f"coordsum_{args.scenario}"
 
 
 def make_envs(args, num_envs, seed):
     """A batch of `num_envs` environments with the interface of utils.mpe.SimpleSpreadVec:
     reset() -> obs (B, N, obs_dim); step(actions) -> obs, rewards (B, N), dones (B,), info with
-    `episode_return` and `episode_length`; state() -> (B, state_dim); and num_agents, obs_dim,
-    state_dim, action_dim, continuous_actions."""
+    `episode_return` and `episode_length` (SMAX: and `won`); state() -> (B, state_dim); and
+    num_agents, obs_dim, state_dim, action_dim, continuous_actions. MPE and CoordSum hand back numpy
+    arrays, SMAX torch tensors: the main loop takes either (torch.as_tensor, np.asarray)."""
     if args.env == "mpe":
         return make_env(
             args.env_backend, num_envs, num_agents=args.num_agents, continuous_actions=args.continuous_actions,
             local_ratio=args.local_ratio, max_cycles=args.max_cycles, seed=seed,
         )
+    if args.env == "smax":
+        envs = make_smax_env(args.map_name, num_envs, seed=seed)
+        envs.continuous_actions = False
+        return envs
     return CoordSumVec(num_envs, args.scenario, history=args.coordsum_history, seed=seed, obs_encoding=args.coordsum_obs)
 
 
 def legal_actions(envs, device):
     """(B, N, A) bool: the actions each agent may take now, or None for continuous actions.
-    MPE and CoordSum allow every action; an env with illegal actions (SMAX) returns its mask here."""
+    MPE and CoordSum allow every action; SMAX returns its mask (attacks out of range, a dead
+    agent's everything but `stop`)."""
     if envs.continuous_actions:
         return None
+    if hasattr(envs, "avail_actions"):
+        return envs.avail_actions().to(device)
     return torch.ones(envs.num_envs, envs.num_agents, envs.action_dim, dtype=torch.bool, device=device)
 
 
@@ -474,48 +495,67 @@ def to_env_action(action, continuous):
     return ((torch.tanh(action) + 1.0) / 2.0).cpu().numpy() if continuous else action.cpu().numpy()
 
 
-def random_policy_return(eval_envs, rng):
-    """Mean return of uniformly random actions over one episode per eval env: the floor to beat."""
+def finished_episodes(info, done):
+    """Means over the episodes that ended at this step: return, length and, where the env reports
+    wins (SMAX), the win rate. `done` (B,) bool with at least one True."""
+    done = np.asarray(done)
+    stats = {key: float(np.asarray(info[key])[done].astype(np.float64).mean())
+             for key in ("episode_return", "episode_length", "won") if key in info}
+    return stats
+
+
+def random_policy_score(eval_envs, device, generator):
+    """Mean return and win rate (None where the env has no wins) of uniformly random (legal) actions
+    over one episode per eval env: the floor to beat."""
     B, N = eval_envs.num_envs, eval_envs.num_agents
     eval_envs.reset()
-    finished, episode_return = np.zeros(B, dtype=bool), np.zeros(B)
+    finished, episode_return, won = np.zeros(B, dtype=bool), np.zeros(B), np.zeros(B, dtype=bool)
     while not finished.all():
         if eval_envs.continuous_actions:
-            action = rng.uniform(0.0, 1.0, (B, N, eval_envs.action_dim))
+            action = torch.rand((B, N, eval_envs.action_dim), generator=generator).numpy()
         else:
-            action = rng.integers(0, eval_envs.action_dim, (B, N))
+            legal = legal_actions(eval_envs, "cpu").float()  # (B, N, A)
+            action = torch.multinomial(legal.reshape(B * N, -1), 1, generator=generator).reshape(B, N).numpy()
         _, _, dones, info = eval_envs.step(action)
-        episode_return[dones & ~finished] = info["episode_return"][dones & ~finished]
+        dones = np.asarray(dones)
+        newly = dones & ~finished
+        episode_return[newly] = np.asarray(info["episode_return"])[newly]
+        if "won" in info:
+            won[newly] = np.asarray(info["won"])[newly]
         finished |= dones
-    return float(episode_return.mean())
+    return float(episode_return.mean()), (float(won.mean()) if "won" in info else None)
 
 
 @torch.no_grad()
 def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, record=None):
-    """Undiscounted returns (B,) of the actor over one episode in each of the B eval envs, acting
-    decentralised (own observation history only) and sampling actions as the paper does
-    (`deterministic` takes the mode instead). The same protocol as magpo_mpe.py's learner
-    evaluation. `record`, if a list, receives env 0's observations (N, obs_dim) at every step of
-    its episode, the final one included (for GIFs)."""
+    """Undiscounted returns (B,) and win flags (B,) (None where the env has no wins) of the actor
+    over one episode in each of the B eval envs, acting decentralised (own observation history and
+    own legal actions only) and sampling actions as the paper does (`deterministic` takes the mode
+    instead). The same protocol as the MAGPO scripts' learner evaluation. `record`, if a list,
+    receives env 0's observations (N, obs_dim) at every step of its episode, the final one included
+    (for GIFs)."""
     B, N = eval_envs.num_envs, eval_envs.num_agents
-    obs = torch.from_numpy(eval_envs.reset()).to(device)
+    obs = torch.as_tensor(eval_envs.reset()).to(device)
     h = torch.zeros(B, N, hidden_size, device=device)
     starts = torch.ones(B, dtype=torch.bool, device=device)
     finished = np.zeros(B, dtype=bool)
-    episode_return = np.zeros(B, dtype=np.float64)
+    episode_return, won = np.zeros(B, dtype=np.float64), np.zeros(B, dtype=bool)
     while not finished.all():
         if record is not None and not finished[0]:
             record.append(obs[0].cpu().numpy())
         action, h = policy.act(obs, h, starts, deterministic, legal_actions(eval_envs, device))
-        obs_np, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
+        next_obs, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
+        dones = np.asarray(dones)
         if record is not None and dones[0] and not finished[0]:
-            record.append(info["final_obs"][0])
+            record.append(np.asarray(info["final_obs"][0]))
         newly = dones & ~finished
-        episode_return[newly] = info["episode_return"][newly]
+        episode_return[newly] = np.asarray(info["episode_return"])[newly]
+        if "won" in info:
+            won[newly] = np.asarray(info["won"])[newly]
         finished |= dones
-        obs = torch.from_numpy(obs_np).to(device)
-        starts = torch.from_numpy(dones).to(device)
-    return episode_return
+        obs = torch.as_tensor(next_obs).to(device)
+        starts = torch.as_tensor(dones).to(device)
+    return episode_return, (won if "won" in info else None)
 
 
 if __name__ == "__main__":
@@ -539,8 +579,8 @@ if __name__ == "__main__":
     device = torch.device("cuda" if args.cuda else "cpu")
 
     # Envs: training, and a separate batch for evaluation (one episode per env per round). Built
-    # before the run is named so that the saved args describe the env actually run (CoordSum fixes
-    # the number of agents and is discrete).
+    # before the run is named so that the saved args describe the env actually run (CoordSum and
+    # SMAX fix the number of agents and are discrete).
     envs = make_envs(args, args.num_envs, seed=args.seed)
     eval_envs = make_envs(args, args.num_eval_episodes, seed=args.seed + 10_000)
     args.num_agents, args.continuous_actions = envs.num_agents, envs.continuous_actions
@@ -582,30 +622,38 @@ if __name__ == "__main__":
     starts = torch.zeros((T, B), device=device, dtype=torch.bool)
     values = torch.zeros((T, B, N), device=device)
 
-    random_return = random_policy_return(eval_envs, np.random.default_rng(args.seed))
-    print(f"random policy: eval return {random_return:.2f}")
+    random_return, random_win_rate = random_policy_score(eval_envs, device, torch.Generator().manual_seed(args.seed))
+    print(f"random policy: eval return {random_return:.2f}" + ("" if random_win_rate is None else f", win rate {random_win_rate:.3f}"))
     writer.add_scalar("eval/random_return", random_return, 0)
+    if random_win_rate is not None:
+        writer.add_scalar("eval/random_win_rate", random_win_rate, 0)
 
     def run_evaluation(step):
+        """Log the actor's evaluation; returns its score for keeping the best actor: (win rate,
+        return) where the env has wins (ties broken by the return, as magpo_smax.py), else (return,)."""
         episode = [] if args.capture_video else None
-        learner_return = evaluate(learner, eval_envs, device, args.learner_hidden, record=episode).mean()
+        episode_return, won = evaluate(learner, eval_envs, device, args.learner_hidden, record=episode)
         if args.capture_video:
             os.makedirs(f"runs/{run_name}/videos", exist_ok=True)
             save_gif(episode, f"runs/{run_name}/videos/learner_step{step}.gif", title=f"actor, step {step}")
-        writer.add_scalar("eval/learner_return", learner_return, step)
-        print(f"global_step={step}, eval/learner_return={learner_return:.2f}")
-        return learner_return
+        writer.add_scalar("eval/learner_return", episode_return.mean(), step)
+        if won is None:
+            print(f"global_step={step}, eval/learner_return={episode_return.mean():.2f}")
+            return (episode_return.mean(),)
+        writer.add_scalar("eval/win_rate", won.mean(), step)
+        print(f"global_step={step}, eval/win_rate={won.mean():.3f}, eval/learner_return={episode_return.mean():.3f}")
+        return (won.mean(), episode_return.mean())
 
     # Start the game
     global_step = 0
     start_time = time.time()
-    next_obs = torch.from_numpy(envs.reset(seed=args.seed)).to(device)  # (B, N, obs_dim)
-    next_state = torch.from_numpy(envs.state()).to(device)  # (B, state_dim)
+    next_obs = torch.as_tensor(envs.reset(seed=args.seed)).to(device)  # (B, N, obs_dim)
+    next_state = torch.as_tensor(envs.state()).to(device)  # (B, state_dim)
     next_legal = legal_actions(envs, device)  # (B, N, A) or None
     next_start = torch.ones(B, dtype=torch.bool, device=device)
     actor_h = torch.zeros(B, N, args.learner_hidden, device=device)
     critic_h = torch.zeros(B, N, args.critic_hidden, device=device)
-    best_return = run_evaluation(0)
+    best_score = run_evaluation(0)
     best_learner = copy.deepcopy(learner.state_dict())
     next_eval = args.eval_interval
 
@@ -629,16 +677,18 @@ if __name__ == "__main__":
                 )
             actions[step], logprobs[step], values[step] = action, logprob, value[0]
 
-            next_obs_np, reward, done, info = envs.step(to_env_action(action, continuous))
-            rewards[step] = torch.from_numpy(reward).to(device)
-            next_obs = torch.from_numpy(next_obs_np).to(device)
-            next_state = torch.from_numpy(envs.state()).to(device)
+            next_obs, reward, done, info = envs.step(to_env_action(action, continuous))
+            rewards[step] = torch.as_tensor(reward).to(device)
+            next_obs = torch.as_tensor(next_obs).to(device)
+            next_state = torch.as_tensor(envs.state()).to(device)
             next_legal = legal_actions(envs, device)
-            next_start = torch.from_numpy(done).to(device)
+            next_start = torch.as_tensor(done).to(device)
             if done.any():
-                episodic_return = float(info["episode_return"][done].mean())
-                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                writer.add_scalar("charts/episodic_length", float(info["episode_length"][done].mean()), global_step)
+                episodes = finished_episodes(info, done)
+                writer.add_scalar("charts/episodic_return", episodes["episode_return"], global_step)
+                writer.add_scalar("charts/episodic_length", episodes["episode_length"], global_step)
+                if "won" in episodes:
+                    writer.add_scalar("charts/win_rate", episodes["won"], global_step)
 
         # Per-agent GAE from the critic's per-agent values
         with torch.no_grad():
@@ -702,16 +752,25 @@ if __name__ == "__main__":
 
         if global_step >= next_eval or iteration == args.num_iterations:
             next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
-            learner_return = run_evaluation(global_step)
-            if learner_return > best_return:
-                best_return, best_learner = learner_return, copy.deepcopy(learner.state_dict())
+            score = run_evaluation(global_step)
+            if score > best_score:
+                best_score, best_learner = score, copy.deepcopy(learner.state_dict())
 
     # Absolute metric: the best evaluated actor, re-scored on 10x the episodes.
     final_learner = copy.deepcopy(learner.state_dict())
     learner.load_state_dict(best_learner)
-    absolute = np.concatenate([evaluate(learner, eval_envs, device, args.learner_hidden) for _ in range(10)]).mean()
+    scores = [evaluate(learner, eval_envs, device, args.learner_hidden) for _ in range(10)]
+    absolute = np.concatenate([r for r, _ in scores]).mean()
     writer.add_scalar("eval/absolute_learner_return", absolute, global_step)
-    print(f"absolute metric: best actor over {10 * args.num_eval_episodes} episodes = {absolute:.2f}")
+    if random_win_rate is None:
+        print(f"absolute metric: best actor over {10 * args.num_eval_episodes} episodes = {absolute:.2f}")
+    else:
+        absolute_win_rate = np.concatenate([w for _, w in scores]).mean()
+        writer.add_scalar("eval/absolute_win_rate", absolute_win_rate, global_step)
+        print(
+            f"absolute metric: best actor over {10 * args.num_eval_episodes} episodes: "
+            f"win rate {absolute_win_rate:.3f}, return {absolute:.3f}"
+        )
     learner.load_state_dict(final_learner)
 
     if args.save_model:

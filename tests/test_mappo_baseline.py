@@ -5,13 +5,11 @@ them: both envs in both modes, the TensorBoard tags, bad input, same-seed determ
 import glob
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import only_run_dir, run_script, scalars
 
 import magpo_mpe
 from mappo_baseline import (
@@ -28,8 +26,6 @@ from mappo_baseline import (
     validate_args,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "mappo_baseline.py")
 F64 = torch.float64  # explicit dtypes: other test modules change torch's default dtype
 
 
@@ -251,7 +247,9 @@ def test_critic_rollout_state_matches_bptt():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"env": "smax"}, "unknown --env 'smax'"),
+        ({"env": "smac"}, "unknown --env 'smac'"),
+        ({"env": "smax", "map_name": "9z"}, "unknown SMAX map '9z'; registered maps: 10m_vs_11m, "),
+        ({"env": "smax", "capture_video": True}, "--capture-video"),
         ({"env": "coordsum", "scenario": "4x4"}, "unknown --scenario '4x4'"),
         ({"env": "coordsum", "capture_video": True}, "--capture-video"),
         ({"num_envs": 6, "num_minibatches": 4}, "divisible by --num-minibatches"),
@@ -277,6 +275,9 @@ TINY = [
 ]
 # CoordSum episodes last 100 steps: 2 rollouts of 64 steps finish one per env
 TINY_COORDSUM = [*TINY[:6], "--num-steps", "64", *TINY[8:], "--total-timesteps", "512", "--eval-interval", "256"]
+# SMAX episodes last at most 101 steps: the same; 4 eval envs = 4 train envs, so one compile of `step`
+TINY_SMAX = [*TINY_COORDSUM, "--num-eval-episodes", "4"]
+SMAX_TAGS = {"charts/win_rate", "eval/win_rate", "eval/random_win_rate", "eval/absolute_win_rate"}
 EXPECTED_TAGS = {
     "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
     "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
@@ -285,19 +286,8 @@ EXPECTED_TAGS = {
 }
 
 
-def run(args, cwd, timeout=120):
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def scalars(run_dir):
-    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-def only_run_dir(cwd):
-    (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
-    return run_dir
+def run(args, cwd, timeout=120, fast_compile=False):
+    return run_script("mappo_baseline.py", args, cwd, timeout=timeout, fast_compile=fast_compile)
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +305,10 @@ def default_mpe_runs(tmp_path_factory):
 def check_run(run_dir, eval_steps, prefix):
     assert os.path.basename(run_dir).startswith(prefix), run_dir
     tags = scalars(run_dir)
-    assert EXPECTED_TAGS <= set(tags), EXPECTED_TAGS - set(tags)
+    expected = EXPECTED_TAGS | (SMAX_TAGS if "2s3z" in prefix else set())
+    assert expected <= set(tags), expected - set(tags)
+    if "2s3z" not in prefix:  # win rates only where the env has wins
+        assert not SMAX_TAGS & set(tags), SMAX_TAGS & set(tags)
     assert [step for step, _ in tags["eval/learner_return"]] == eval_steps  # before training, every interval, end
     assert all(np.isfinite(v) for values in tags.values() for _, v in values)
     return tags
@@ -349,12 +342,15 @@ def test_same_seed_same_numbers(default_mpe_runs):
         (["--env", "coordsum"], [0, 256, 512], "coordsum_3x10__mappo_baseline__1__", 3, 3 + 3 * 30),
         (["--env", "coordsum", "--ippo", "--scenario", "5x20", "--coordsum-obs", "raw"], [0, 256, 512],
          "coordsum_5x20__ippo_baseline__1__", 5, 5 + 1),
+        # 2s3z: 5 allies; world state 12 x 10 units, observation 13 x 9 other units + 10 own features
+        (["--env", "smax"], [0, 256, 512], "2s3z__mappo_baseline__1__", 5, 5 + 120),
+        (["--env", "smax", "--ippo"], [0, 256, 512], "2s3z__ippo_baseline__1__", 5, 5 + 127),
     ],
-    ids=["mpe-ippo-video", "mpe-discrete-4ag", "coordsum-mappo", "coordsum-5x20-ippo-raw"],
+    ids=["mpe-ippo-video", "mpe-discrete-4ag", "coordsum-mappo", "coordsum-5x20-ippo-raw", "smax-mappo", "smax-ippo"],
 )
 def test_variants_run(tmp_path, extra, eval_steps, prefix, num_agents, critic_in):
-    base = TINY_COORDSUM if "coordsum" in extra else TINY
-    result = run([*base, *extra, "--save-model"], tmp_path)
+    base = TINY_COORDSUM if "coordsum" in extra else TINY_SMAX if "smax" in extra else TINY
+    result = run([*base, *extra, "--save-model"], tmp_path, timeout=300, fast_compile="smax" in extra)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     check_run(run_dir, eval_steps, prefix)
@@ -363,14 +359,15 @@ def test_variants_run(tmp_path, extra, eval_steps, prefix, num_agents, critic_in
     assert saved["critic"]["pre.0.weight"].shape[1] == critic_in  # MAPPO: [id, state]; IPPO: [id, own obs]
     # the saved args describe the env actually run (CoordSum: agents from the scenario, discrete)
     assert saved["args"]["num_agents"] == num_agents
-    assert saved["args"]["continuous_actions"] == ("--no-continuous-actions" not in extra and "coordsum" not in extra)
+    discrete = {"--no-continuous-actions", "coordsum", "smax"} & set(extra)
+    assert saved["args"]["continuous_actions"] == (not discrete)
     if "--capture-video" in extra:
         assert len(glob.glob(os.path.join(run_dir, "videos", "*.gif"))) == len(eval_steps)
 
 
 def test_bad_input_is_one_line_error(tmp_path):
     """The messages are checked in-process above; this checks how the script exits with one."""
-    result = run([*TINY, "--env", "smax"], tmp_path, timeout=60)
+    result = run([*TINY, "--env", "smac"], tmp_path, timeout=60)
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: unknown --env 'smax'; choose one of ['mpe', 'coordsum']", result.stderr
+    assert result.stderr.strip() == "error: unknown --env 'smac'; choose one of ['mpe', 'coordsum', 'smax']", result.stderr
     assert not os.path.exists(tmp_path / "runs"), "nothing may be built before the input is checked"
