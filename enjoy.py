@@ -26,7 +26,11 @@ from utils.mpe import make_env
 
 # Scripts whose models enjoy.py can rebuild, and the environment family of each (mappo_baseline.py
 # stores its family in its args: `--env`).
-SUPPORTED_SCRIPTS = {"magpo_mpe.py": "mpe", "magpo_coordsum.py": "coordsum", "mappo_baseline.py": None}
+SUPPORTED_SCRIPTS = {
+    "magpo_mpe.py": "mpe", "magpo_coordsum.py": "coordsum", "magpo_smax.py": "smax", "mappo_baseline.py": None,
+}
+# Scripts with discrete actions only: their Learner and Guider take no `continuous` flag.
+DISCRETE_ONLY = ("magpo_coordsum.py", "magpo_smax.py")
 
 
 @dataclass
@@ -45,7 +49,7 @@ class Args:
     seed: int = 1
     """seed of the evaluation episodes and of the sampled actions"""
     gif: bool = True
-    """write a GIF of the first episode next to the model (MPE only; CoordSum has nothing to draw)"""
+    """write a GIF of the first episode next to the model (MPE only; CoordSum and SMAX have no renderer here)"""
     torch_threads: int = 1
     """torch intra-op threads"""
 
@@ -68,7 +72,7 @@ def load_checkpoint(path):
 
 
 def env_family(checkpoint):
-    """'mpe' or 'coordsum': the environment the checkpoint's policy was trained on."""
+    """'mpe', 'coordsum' or 'smax': the environment the checkpoint's policy was trained on."""
     return SUPPORTED_SCRIPTS[checkpoint["script"]] or checkpoint["args"]["env"]
 
 
@@ -84,12 +88,19 @@ def build_policy(checkpoint, policy="learner", which="best"):
                 continuous_actions=saved["continuous_actions"], local_ratio=saved["local_ratio"],
                 max_cycles=saved["max_cycles"], seed=seed,
             )
+        if family == "smax":
+            from utils.smax import make_env as make_smax_env  # imports JAX: only for SMAX models
+
+            envs = make_smax_env(saved["map_name"], num_envs, seed=seed)
+            envs.continuous_actions = False
+            return envs
         return CoordSumVec(num_envs, saved["scenario"], history=saved["coordsum_history"],
                            max_steps=saved.get("max_steps", 100), obs_encoding=saved["coordsum_obs"], seed=seed)
 
     probe = make_eval_envs(1, 0)
     dims = (probe.obs_dim, probe.num_agents, probe.action_dim)
-    if checkpoint["script"] != "magpo_coordsum.py":  # the CoordSum script is discrete-only: no flag
+    state_dim = probe.state_dim if saved.get("guider_global_state") else 0  # magpo_smax.py's guider option
+    if checkpoint["script"] not in DISCRETE_ONLY:
         dims = (*dims, probe.continuous_actions)
     probe.close()
     if policy == "learner":
@@ -98,7 +109,8 @@ def build_policy(checkpoint, policy="learner", which="best"):
     else:
         if "guider" not in checkpoint:
             raise ValueError(f"{checkpoint['script']} trains no guider; its deployed policy is --policy learner")
-        network = module.Guider(*dims, saved["guider_dim"], saved["guider_heads"], saved["guider_blocks"])
+        sizes = (saved["guider_dim"], saved["guider_heads"], saved["guider_blocks"])
+        network = module.Guider(*dims, *sizes, *((state_dim,) if state_dim else ()))
         network.load_state_dict(checkpoint["guider"])
         hidden = saved["guider_dim"]
     return module, network.eval(), hidden, make_eval_envs
@@ -122,13 +134,18 @@ if __name__ == "__main__":
     envs = make_eval_envs(args.num_episodes, args.seed)
     gif = args.gif and env_family(checkpoint) == "mpe"  # only MPE has something to draw
     episode = [] if gif else None
-    record = {"record": episode} if gif else {}
-    returns = module.evaluate(network, envs, torch.device("cpu"), hidden, deterministic=args.greedy, **record)
+    options = {"record": episode} if gif else {}
+    if checkpoint["script"] == "magpo_smax.py" and args.policy == "guider":
+        options["use_state"] = bool(checkpoint["args"].get("guider_global_state"))
+    result = module.evaluate(network, envs, torch.device("cpu"), hidden, deterministic=args.greedy, **options)
     envs.close()
+    # magpo_mpe.py and magpo_coordsum.py return the returns; magpo_smax.py and mappo_baseline.py
+    # (returns, win flags), the flags None on an env without wins
+    returns, won = result if isinstance(result, tuple) else (result, None)
     name = f"{args.policy}" + (f" ({args.checkpoint})" if args.policy == "learner" else "")
     mode = "greedy" if args.greedy else "sampled"
     print(f"{checkpoint['script']} {name}, {mode} actions: return {returns.mean():.2f} ± {returns.std():.2f} "
-          f"(mean ± std over {len(returns)} episodes)")
+          f"(mean ± std over {len(returns)} episodes)" + ("" if won is None else f", win rate {won.mean():.3f}"))
 
     if gif:
         from utils.render import save_gif

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from helpers import REPO, run_script
 
 import enjoy
 import magpo_mpe
 from utils.mpe import SimpleSpreadVec
 from utils.render import save_gif, world_from_obs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "--total-timesteps", "1024", "--num-envs", "8", "--num-steps", "64", "--num-minibatches", "2",
     "--update-epochs", "1", "--eval-interval", "512", "--num-eval-episodes", "2",
@@ -27,10 +27,7 @@ TINY = [
 def trained(tmp_path_factory):
     """A tiny trained run with --save-model --capture-video: (run dir, model path)."""
     cwd = tmp_path_factory.mktemp("train")
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "magpo_mpe.py"), *TINY, "--save-model", "--capture-video"],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
-    )
+    result = run_script("magpo_mpe.py", [*TINY, "--save-model", "--capture-video"], cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = glob.glob(str(cwd / "runs" / "*"))
     return run_dir, os.path.join(run_dir, "magpo_mpe.cleanrl_model")
@@ -132,27 +129,58 @@ CS_TINY = [
 ]
 
 
+def check_reload(cwd, family, policy):
+    """The run's model rebuilds to the saved weights and evaluates reproducibly; its path."""
+    (model_path,) = glob.glob(str(cwd / "runs" / "*" / "*.cleanrl_model"))
+    checkpoint = enjoy.load_checkpoint(model_path)
+    assert enjoy.env_family(checkpoint) == family
+    module, network, hidden, make_eval_envs = enjoy.build_policy(checkpoint, policy, which="best")
+    for name, tensor in network.state_dict().items():
+        assert torch.equal(tensor, checkpoint["best_learner" if policy == "learner" else policy][name]), name
+
+    def returns(seed):
+        torch.manual_seed(seed)
+        options = {"use_state": checkpoint["args"].get("guider_global_state", False)} if policy == "guider" else {}
+        result = module.evaluate(network, make_eval_envs(3, seed=1), torch.device("cpu"), hidden, **options)
+        return result[0] if isinstance(result, tuple) else result  # SMAX-capable scripts add win flags
+
+    assert np.array_equal(returns(0), returns(0))
+    return model_path
+
+
 @pytest.mark.parametrize("script", ["magpo_coordsum.py", "mappo_baseline.py"])
 def test_enjoy_reloads_coordsum_models_exactly(tmp_path, script):
     """The other training scripts' models: the rebuilt learner has the saved weights, evaluates
     reproducibly on CoordSum, and the CLI scores it without a GIF (nothing to draw)."""
     extra = CS_TINY[2:] + (["--guider-dim", "16"] if script == "magpo_coordsum.py" else CS_TINY[:2])
-    result = subprocess.run([sys.executable, os.path.join(REPO, script), *extra, "--save-model"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = run_script(script, [*extra, "--save-model"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (model_path,) = glob.glob(str(tmp_path / "runs" / "*" / "*.cleanrl_model"))
-    checkpoint = enjoy.load_checkpoint(model_path)
-    assert enjoy.env_family(checkpoint) == "coordsum"
-    module, network, hidden, make_eval_envs = enjoy.build_policy(checkpoint, "learner", which="best")
-    for name, tensor in network.state_dict().items():
-        assert torch.equal(tensor, checkpoint["best_learner"][name]), name
-    torch.manual_seed(0)
-    first = module.evaluate(network, make_eval_envs(3, seed=1), torch.device("cpu"), hidden)
-    torch.manual_seed(0)
-    assert np.array_equal(first, module.evaluate(network, make_eval_envs(3, seed=1), torch.device("cpu"), hidden))
+    model_path = check_reload(tmp_path, "coordsum", "learner")
     cli = enjoy_cli("--model-path", model_path, "--num-episodes", "3")
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert "learner (best), sampled actions: return" in cli.stdout and "GIF" not in cli.stdout
     if script == "mappo_baseline.py":
         cli = enjoy_cli("--model-path", model_path, "--policy", "guider")
         assert cli.returncode != 0 and "trains no guider" in cli.stderr and "Traceback" not in cli.stderr
+
+
+SMAX_TINY = [
+    "--total-timesteps", "128", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
+    "--update-epochs", "1", "--eval-interval", "128", "--num-eval-episodes", "4", "--learner-hidden", "16",
+]
+
+
+@pytest.mark.parametrize("script", ["magpo_smax.py", "mappo_baseline.py"])
+def test_enjoy_reloads_smax_models(tmp_path, script):
+    """SMAX models (magpo_smax.py's guider with the world state, MAPPO's actor) rebuild exactly and
+    the CLI reports a win rate beside the return."""
+    extra = ["--guider-dim", "16", "--guider-global-state"] if script == "magpo_smax.py" else ["--env", "smax"]
+    result = run_script(script, [*SMAX_TINY, *extra, "--save-model"], tmp_path, fast_compile=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    policy = "guider" if script == "magpo_smax.py" else "learner"
+    model_path = check_reload(tmp_path, "smax", policy)
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    cli = subprocess.run([sys.executable, os.path.join(REPO, "enjoy.py"), "--model-path", model_path, "--policy", policy,
+                          "--num-episodes", "4"], capture_output=True, text=True, timeout=300, env=env)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert f"{script} {policy}" in cli.stdout and "win rate" in cli.stdout and "GIF" not in cli.stdout, cli.stdout
