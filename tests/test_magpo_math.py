@@ -23,13 +23,17 @@ from magpo_mpe import (
     to_positions,
 )
 
-torch.set_default_dtype(torch.float64)  # tight tolerances; the networks are dtype-agnostic
-
-
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_float64():
+    """Seeded, and float64 for tight tolerances (the networks are dtype-agnostic) in this module
+    only: a process-wide default would leak into every other test module, whose runs must see the
+    float32 that users get."""
     torch.manual_seed(0)
     np.random.seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 # ----------------------------------------------------------------------------------- GAE
