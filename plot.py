@@ -213,7 +213,7 @@ def plot_curves(
             if group_task != task:
                 continue
             low, high = bootstrap_ci(values, reps, seed)
-            (line,) = ax.plot(steps, iqm(values), label=f"{algorithm} ({len(values)} seeds)")
+            (line,) = ax.plot(steps, iqm(values), label=f"{algorithm} ({len(values)} seed{'' if len(values) == 1 else 's'})")
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set(title=task, xlabel="environment steps", ylabel=f"{metric} (IQM, 95% CI)")
         ax.grid(alpha=0.3)
