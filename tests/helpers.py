@@ -35,3 +35,24 @@ def only_run_dir(cwd):
     """The single run directory under `cwd/runs` (fails if there are none or several)."""
     (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
     return run_dir
+
+
+def assert_same_numbers(run_dirs, prefixes=("losses/", "eval/", "magpo/")):
+    """Two runs of the same command and seed logged identical values under every tag that starts
+    with one of `prefixes` (charts/SPS and friends are timing, so they are left out)."""
+    logs = [{k: v for k, v in scalars(d).items() if k.startswith(prefixes)} for d in run_dirs]
+    assert logs[0].keys() == logs[1].keys() and logs[0]
+    for tag in logs[0]:
+        assert logs[0][tag] == logs[1][tag], tag
+
+
+def same_seed_run_dirs(run, args, tmp_path):
+    """Run `run(args + --seed 7, cwd)` twice in fresh directories; their two run directories."""
+    dirs = []
+    for name in ("a", "b"):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        result = run([*args, "--seed", "7"], cwd)
+        assert result.returncode == 0, result.stderr[-3000:]
+        dirs.append(only_run_dir(cwd))
+    return dirs

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers import only_run_dir, run_script, scalars
+from helpers import assert_same_numbers, only_run_dir, run_script, same_seed_run_dirs, scalars
 
 TINY = [
     "--total-timesteps", "256", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
@@ -88,14 +88,4 @@ def test_bad_input_is_one_line_error(tmp_path, bad, message):
 
 
 def test_same_seed_same_numbers(tmp_path):
-    logs = []
-    for name in ("a", "b"):
-        cwd = tmp_path / name
-        cwd.mkdir()
-        result = run([*TINY, "--seed", "7"], cwd)
-        assert result.returncode == 0, result.stderr[-3000:]
-        tags = scalars(only_run_dir(cwd))
-        logs.append({k: v for k, v in tags.items() if k.startswith(("losses/", "eval/", "magpo/"))})
-    assert logs[0].keys() == logs[1].keys() and logs[0]
-    for tag in logs[0]:
-        assert logs[0][tag] == logs[1][tag], tag
+    assert_same_numbers(same_seed_run_dirs(run, TINY, tmp_path))

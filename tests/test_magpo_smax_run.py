@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers import only_run_dir, run_script, scalars
+from helpers import assert_same_numbers, only_run_dir, run_script, same_seed_run_dirs, scalars
 
 from magpo_smax import (
     MASKED_LOGIT,
@@ -180,17 +180,7 @@ def test_bad_input_is_one_line_error(tmp_path, bad, message):
 
 def test_same_seed_same_numbers(tmp_path):
     """JAX on the CPU and torch with one thread are deterministic: two runs, the same numbers."""
-    logs = []
-    for name in ("a", "b"):
-        cwd = tmp_path / name
-        cwd.mkdir()
-        result = run([*TINY, "--seed", "7"], cwd)
-        assert result.returncode == 0, result.stderr[-3000:]
-        tags = scalars(only_run_dir(cwd))
-        logs.append({k: v for k, v in tags.items() if k.startswith(("losses/", "eval/", "magpo/"))})
-    assert logs[0].keys() == logs[1].keys() and logs[0]
-    for tag in logs[0]:
-        assert logs[0][tag] == logs[1][tag], tag
+    assert_same_numbers(same_seed_run_dirs(run, TINY, tmp_path))
 
 
 @pytest.mark.slow

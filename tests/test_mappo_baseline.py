@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers import only_run_dir, run_script, scalars
+from helpers import assert_same_numbers, only_run_dir, run_script, scalars
 
 import magpo_mpe
 from mappo_baseline import (
@@ -327,10 +327,7 @@ def test_default_run_writes_tags_and_model(default_mpe_runs):
 
 
 def test_same_seed_same_numbers(default_mpe_runs):
-    logs = [{k: v for k, v in scalars(d).items() if k.startswith(("losses/", "eval/"))} for d in default_mpe_runs]
-    assert logs[0].keys() == logs[1].keys() and logs[0]
-    for tag in logs[0]:
-        assert logs[0][tag] == logs[1][tag], tag
+    assert_same_numbers(default_mpe_runs, prefixes=("losses/", "eval/"))
 
 
 @pytest.mark.parametrize(
