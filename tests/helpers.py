@@ -56,3 +56,14 @@ def same_seed_run_dirs(run, args, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         dirs.append(only_run_dir(cwd))
     return dirs
+
+
+# What every MAGPO training script logs (magpo_mpe.py, magpo_coordsum.py, magpo_smax.py; SMAX adds win rates).
+MAGPO_TAGS = {
+    "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
+    "losses/guider_pg_loss", "losses/guider_kl_loss", "losses/value_loss", "losses/entropy",
+    "losses/guider_loss", "losses/learner_rl_loss", "losses/learner_bc_kl", "losses/learner_loss",
+    "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+    "magpo/out_of_band_frac", "magpo/kl_guider_learner", "magpo/learner_clipfrac",
+    "eval/learner_return", "eval/guider_return", "eval/random_return", "eval/absolute_learner_return",
+}

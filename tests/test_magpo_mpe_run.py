@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers import assert_same_numbers, only_run_dir, run_script, same_seed_run_dirs, scalars
+from helpers import MAGPO_TAGS, assert_same_numbers, only_run_dir, run_script, same_seed_run_dirs, scalars
 
 TINY = [
     "--total-timesteps", "256", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
@@ -19,14 +19,7 @@ def run(args, cwd, timeout=300):
     return run_script("magpo_mpe.py", args, cwd, timeout)
 
 
-EXPECTED_TAGS = {
-    "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
-    "losses/guider_pg_loss", "losses/guider_kl_loss", "losses/value_loss", "losses/entropy",
-    "losses/guider_loss", "losses/learner_rl_loss", "losses/learner_bc_kl", "losses/learner_loss",
-    "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
-    "magpo/out_of_band_frac", "magpo/kl_guider_learner", "magpo/learner_clipfrac",
-    "eval/learner_return", "eval/guider_return", "eval/random_return", "eval/absolute_learner_return",
-}
+EXPECTED_TAGS = MAGPO_TAGS
 
 
 def test_tiny_run_writes_tags_and_model(tmp_path):
