@@ -1,6 +1,7 @@
 """Aggregate the TensorBoard logs of several runs into curves, a final-performance table and marl-eval JSON.
 
     python plot.py --runs "runs/*" --out-dir plots [--metric eval/learner_return] [--marl-eval-json results.json]
+    python plot.py --runs "runs/*" --metric eval/guider_return --subtract eval/learner_return   # the gap
 
 Runs are the directories `runs/<task>__<exp_name>__<seed>__<unix time>` that `magpo_mpe.py` writes; the
 algorithm is the exp_name. Runs are grouped by (task, algorithm), one run per seed (the newest when a seed
@@ -30,6 +31,10 @@ where its shortest run ends. When all runs log at the same steps, which is the u
 Final score: `eval/absolute_<name>` for metric `eval/<name>` (for `eval/learner_return`, the absolute metric
 of Gorsane et al. 2022: the best learner re-scored on 10x the episodes) when every seed of the group logged
 it, else the last logged value of the metric. The table names the one used in each row.
+
+`--subtract TAG` aggregates the difference metric - TAG of each run instead, TAG interpolated onto the
+metric's steps: with the guider's and the learner's returns (evaluated at the same steps) it is the
+guider-learner gap of notes §4, and its final score is the last difference.
 """
 
 import glob
@@ -56,6 +61,8 @@ class Args:
     """glob of run directories `<task>__<exp_name>__<seed>__<unix time>` (quote it so the shell leaves it alone)"""
     metric: str = "eval/learner_return"
     """the scalar tag to aggregate"""
+    subtract: str | None = None
+    """a second tag to subtract from `metric` in every run (e.g. `eval/learner_return` from `eval/guider_return`)"""
     out_dir: str = "plots"
     """where the PNG curves and final.md go"""
     bootstrap_reps: int = 2000
@@ -154,6 +161,20 @@ def group_runs(runs: list[Run], metric: str) -> dict[tuple[str, str], list[Run]]
     return groups
 
 
+def add_difference(runs: list[Run], metric: str, other: str) -> str:
+    """Give every run that logged both tags a scalar `metric` - `other` at `metric`'s steps, `other`
+    interpolated onto them (np.interp; steps outside `other`'s range are dropped). Returns the new tag,
+    `eval/guider_return_minus_learner_return` for `eval/guider_return` minus `eval/learner_return`."""
+    tag = f"{metric}_minus_{other.rpartition('/')[2]}"
+    for run in runs:
+        if metric in run.scalars and other in run.scalars:
+            (steps, values), (other_steps, other_values) = run.scalars[metric], run.scalars[other]
+            inside = (steps >= other_steps[0]) & (steps <= other_steps[-1])
+            if inside.any():
+                run.scalars[tag] = (steps[inside], values[inside] - np.interp(steps[inside], other_steps, other_values))
+    return tag
+
+
 def align(runs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The runs' `metric` on a common step grid (see the module docstring): (steps, values (seeds, steps))."""
     curves = [run.scalars[metric] for run in runs]
@@ -227,7 +248,10 @@ def plot_curves(
 
 
 def env_name(task: str) -> str:
-    """marl-eval's environment name: MPE tasks are named `simple_*` (simple_spread_3ag), SMAX maps are not."""
+    """marl-eval's environment name: MPE tasks are named `simple_*` (simple_spread_3ag), CoordSum ones
+    `coordsum_*` (coordsum_3x10), SMAX maps neither."""
+    if task.startswith("coordsum"):
+        return "CoordSum"
     return "MPE" if task.startswith("simple") else "SMAX"
 
 
@@ -257,7 +281,13 @@ if __name__ == "__main__":
     try:
         if args.bootstrap_reps < 1:
             raise ValueError(f"--bootstrap-reps must be >= 1, got {args.bootstrap_reps}")
-        groups = group_runs(load_runs(args.runs), args.metric)
+        runs = load_runs(args.runs)
+        if args.subtract is not None:
+            group_runs(runs, args.metric)  # a one-line error if no run logged the metric itself
+            if not any(args.subtract in run.scalars for run in runs):
+                raise ValueError(f"no run logged {args.subtract!r} (--subtract)")
+            args.metric = add_difference(runs, args.metric, args.subtract)
+        groups = group_runs(runs, args.metric)
         curves = {key: align(runs, args.metric) for key, runs in groups.items()}
     except ValueError as error:
         sys.exit(f"error: {error}")

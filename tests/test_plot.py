@@ -164,6 +164,30 @@ def test_cli_marl_eval_json(root, cli):
     assert data["SMAX"]["3m"]["magpo_mpe"]["seed_3"]["step_1"] == {"step_count": 1000, "learner_return": [3.0]}
 
 
+def test_subtract_gives_the_gap_per_run_and_step(tmp_path):
+    """`--subtract`: guider - learner at the guider's steps, the learner interpolated onto them; the
+    final score is the last difference (there is no absolute metric of a difference)."""
+    for seed, (guider, learner) in enumerate([([10.0, 20.0, 30.0], [4.0, 6.0]), ([5.0, 5.0, 5.0], [5.0, 1.0])], 1):
+        write_run(tmp_path, f"coordsum_5x20__magpo_delta3__{seed}__{1764000000 + seed}", {
+            "eval/guider_return": list(zip([0, 500, 1000], guider)),
+            "eval/learner_return": list(zip([0, 1000], learner)),
+            "eval/absolute_learner_return": [(1000, 99.0)],
+        })
+    runs = plot.load_runs(str(tmp_path / "runs" / "*"))
+    tag = plot.add_difference(runs, "eval/guider_return", "eval/learner_return")
+    assert tag == "eval/guider_return_minus_learner_return"
+    assert [run.scalars[tag][1].tolist() for run in runs] == [[6.0, 15.0, 24.0], [0.0, 2.0, 4.0]]
+    result = run_cli(["--metric", "eval/guider_return", "--subtract", "eval/learner_return", "--bootstrap-reps",
+                      "50", "--out-dir", "gap"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| coordsum_5x20 | magpo_delta3 | 2 | last `eval/guider_return_minus_learner_return` | 14.00 |" in result.stdout
+    assert sorted(os.listdir(tmp_path / "gap")) == ["coordsum_5x20__eval_guider_return_minus_learner_return.png",
+                                                    "final.md"]
+    bad = run_cli(["--metric", "eval/guider_return", "--subtract", "eval/nothing", "--out-dir", "bad"], cwd=tmp_path)
+    assert bad.returncode != 0 and bad.stderr == "error: no run logged 'eval/nothing' (--subtract)\n"
+    assert plot.env_name("coordsum_5x20") == "CoordSum"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--runs", "nothing/*"], "error: no run directory <task>__<exp_name>__<seed>__<unix time> matches 'nothing/*'"),
     (["--metric", "eval/win_rate"], "error: no run logged 'eval/win_rate'; the runs have: "),
