@@ -200,19 +200,21 @@ def final_scores(runs: list[Run], metric: str) -> tuple[np.ndarray, str]:
 
 
 def final_table(groups: dict[tuple[str, str], list[Run]], metric: str, reps: int, seed: int) -> str:
-    """Markdown table of the final score per (task, algorithm): seeds, mean, IQM and its 95% CI."""
+    """Markdown table of the final score per (task, algorithm): seeds, mean, IQM and its 95% CI, and each
+    seed's score (in seed order)."""
     lines = [
         f"## Final performance: {metric}",
         "",
-        "| task | algorithm | seeds | final score | mean | IQM | IQM 95% CI |",
-        "| --- | --- | ---: | --- | ---: | ---: | --- |",
+        "| task | algorithm | seeds | final score | mean | IQM | IQM 95% CI | per seed |",
+        "| --- | --- | ---: | --- | ---: | ---: | --- | --- |",
     ]
     for (task, algorithm), runs in sorted(groups.items()):
         scores, tag = final_scores(runs, metric)
         low, high = bootstrap_ci(scores, reps, seed)
         lines.append(
             f"| {task} | {algorithm} | {len(runs)} | {'last ' if tag == metric else ''}`{tag}` "
-            f"| {scores.mean():.2f} | {float(iqm(scores)):.2f} | [{float(low):.2f}, {float(high):.2f}] |"
+            f"| {scores.mean():.2f} | {float(iqm(scores)):.2f} | [{float(low):.2f}, {float(high):.2f}] "
+            f"| {', '.join(f'{score:.2f}' for score in scores)} |"
         )
     lines += [
         "",

@@ -142,7 +142,9 @@ def test_cli_final_table(root, cli):
     low, high = map(float, re.search(r"\[(.+), (.+)\]", magpo).groups())
     assert low <= 3.0 <= high and high - low > 1.0
     assert rows[("simple_spread_3ag", "ippo_rnn_baseline")] == (
-        "| simple_spread_3ag | ippo_rnn_baseline | 3 | last `eval/learner_return` | 7.00 | 7.00 | [7.00, 7.00] |")
+        "| simple_spread_3ag | ippo_rnn_baseline | 3 | last `eval/learner_return` | 7.00 | 7.00 | [7.00, 7.00] "
+        "| 7.00, 7.00, 7.00 |")
+    assert magpo.endswith("| 1.00, 2.00, 3.00, 4.00, 100.00 |")
     assert rows[("3m", "magpo_mpe")].startswith("| 3m | magpo_mpe | 3 | last `eval/learner_return` | 2.00 | 2.00 |")
 
 
