@@ -88,7 +88,8 @@ class Args:
     learning_rate: float = 5e-4
     """the learning rate of both Adam optimisers. The paper's 3x10 row (2.5e-4, clip 0.05, max-grad-norm 0.5) is
     tuned for 8 minibatches x 10 epochs; at this script's 4 x 5 it barely moves the guider (learner and guider
-    ~14 after 1M steps, seed 1), so the defaults take the baseline's 5e-4, 0.2 and 10 (learner 59.5 at 0.6M)"""
+    ~14 after 1M steps, seed 1), so the defaults take the baseline's 5e-4, 0.2 and 10 (learner 111 after 1M steps,
+    seeds 1-3, docs/reproduction.md)"""
     anneal_lr: bool = False
     """toggle learning rate annealing (the paper does not anneal)"""
     num_envs: int = 64
