@@ -209,13 +209,21 @@ def test_registered_maps_include_the_papers_ten():
 
 def test_import_is_quiet_restores_streams_and_fills_the_cache(tmp_path):
     """In a fresh process: importing jaxmarl prints to stdout and resets sys.stdout/sys.stderr;
-    the wrapper must swallow the print, restore the caller's streams, and write compiled programs
-    to the persistent cache directory."""
+    the wrapper must swallow the print, restore the caller's streams, point JAX's persistent cache
+    at the chosen directory with our threshold, and compiled programs must land there. The
+    threshold is then lowered to 0 so the last check does not depend on the machine's speed."""
     script = (
         "import io, sys\n"
         "out, err = io.StringIO(), io.StringIO()\n"
         "sys.stdout, sys.stderr = out, err\n"
-        "from utils.smax import make_env\n"
+        "from utils.smax import MIN_CACHED_COMPILE_SECS, import_jaxmarl, make_env\n"
+        "import_jaxmarl()\n"
+        "import jax\n"
+        "assert jax.config.jax_compilation_cache_dir == sys.argv[1], jax.config.jax_compilation_cache_dir\n"
+        "assert jax.config.jax_persistent_cache_min_compile_time_secs == MIN_CACHED_COMPILE_SECS\n"
+        "# Whether a program is written depends on how long XLA took to compile it, which depends on\n"
+        "# the machine (reset_batch takes ~1 s here, under 0.5 s on a fast one): cache everything.\n"
+        "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)\n"
         "envs = make_env('3m', 2, seed=0)\n"
         "envs.reset()\n"
         "assert sys.stdout is out and sys.stderr is err, 'streams were not restored'\n"
@@ -223,7 +231,7 @@ def test_import_is_quiet_restores_streams_and_fills_the_cache(tmp_path):
     )
     cache = tmp_path / "cache"
     env = {**os.environ, "MAGPO_JAX_CACHE_DIR": str(cache), "PYTHONPATH": REPO}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script, str(cache)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == "captured=''\n", result.stdout
     assert any(name.startswith("jit_reset_batch") for name in os.listdir(cache))
