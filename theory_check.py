@@ -31,6 +31,8 @@ mu_k = pi_k: step 1 of the iteration collects the data with mu_k, and the learne
 (the state distribution of the policy being imitated) instead; the sweep measures both.
 """
 
+import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -64,6 +66,41 @@ class Args:
     """random (game, non-product joint policy, agent subset and order) draws for the Lemma 1 check"""
     tol: float = 1e-10
     """a step is a violation of Theorem 4.1 if V(pi_{k+1}) < V(pi_k) - tol; Lemma 1 must hold to tol"""
+
+
+MAX_TABLE_ENTRIES = 10**8
+"""largest transition table P (S x A^N x S entries, 0.8 GB as float64) that `validate_args` lets through"""
+
+
+def validate_args(args: Args) -> None:
+    """Reject bad input before any game is drawn (raises ValueError)."""
+    checks = [
+        (args.seed >= 0, f"--seed must be >= 0 (np.random.default_rng takes no negative seed), got {args.seed}"),
+        (args.num_states >= 1, f"--num-states must be >= 1, got {args.num_states}"),
+        (args.num_actions >= 2,
+         f"--num-actions must be >= 2 (one action leaves one policy, nothing to check), got {args.num_actions}"),
+        (0.0 <= args.gamma < 1.0,
+         f"--gamma must be in [0, 1) (the values solve (I - gamma P) V = r), got {args.gamma}"),
+        (1 <= args.num_obs <= args.num_states,
+         f"--num-obs must be in [1, --num-states = {args.num_states}] (every observation is used), got {args.num_obs}"),
+        (len(args.agent_counts) >= 1, "--agent-counts needs at least one number of agents"),
+        (all(n >= 1 for n in args.agent_counts), f"--agent-counts must all be >= 1, got {args.agent_counts}"),
+        (len(args.etas) >= 1, "--etas needs at least one step size"),
+        (all(0.0 < eta < float("inf") for eta in args.etas), f"--etas must all be finite and > 0, got {args.etas}"),
+        (args.num_games >= 1, f"--num-games must be >= 1, got {args.num_games}"),
+        (args.num_iterations >= 1, f"--num-iterations must be >= 1, got {args.num_iterations}"),
+        (args.lemma_trials >= 0, f"--lemma-trials must be >= 0, got {args.lemma_trials}"),
+        (0.0 <= args.tol < float("inf"), f"--tol must be finite and >= 0, got {args.tol}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    N = max(args.agent_counts)  # in logs: A^N for a large N would take long to compute exactly
+    if 2 * math.log10(args.num_states) + N * math.log10(args.num_actions) > math.log10(MAX_TABLE_ENTRIES):
+        raise ValueError(
+            f"games too large: P has S^2 x A^N = {args.num_states}^2 x {args.num_actions}^{N} entries, at most "
+            f"{MAX_TABLE_ENTRIES:.0e} fit (lower --num-states, --num-actions or --agent-counts)"
+        )
 
 
 # ----------------------------------------------------------------------------------- random cooperative Markov games
@@ -336,4 +373,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    args = tyro.cli(Args)
+    try:
+        validate_args(args)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    main(args)

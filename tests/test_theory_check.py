@@ -3,6 +3,9 @@ idealised iteration (mirror descent and KL projection, with and without observat
 monotone-improvement claim of Theorem 4.1 does and does not survive (docs/theory.md)."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -27,9 +30,12 @@ from theory_check import (
     random_game,
     random_obs_map,
     state_tables,
+    validate_args,
     value,
     visitation,
 )
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "theory_check.py")
 
 
 def random_product(rng, num_agents, num_rows, num_actions):
@@ -253,3 +259,42 @@ def test_main_runs_and_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert "Lemma 1" in out and "| full | - | 2 | 0.1 |" in out and "| aliased | mu_hat | 2 | 10 |" in out
     assert "V(pi_1) - V(pi_0)" in out
+
+
+# ----------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("args, message", [
+    (["--num-states", "0"], "error: --num-states must be >= 1, got 0"),
+    (["--gamma", "1.5"], "error: --gamma must be in [0, 1)"),
+    (["--gamma", "1"], "error: --gamma must be in [0, 1)"),
+    (["--gamma", "-0.1"], "error: --gamma must be in [0, 1)"),
+    (["--gamma", "nan"], "error: --gamma must be in [0, 1)"),
+    (["--num-actions", "1"], "error: --num-actions must be >= 2"),
+    (["--num-obs", "6"], "error: --num-obs must be in [1, --num-states = 5]"),
+    (["--num-obs", "0"], "error: --num-obs must be in [1, --num-states = 5]"),
+    (["--agent-counts"], "error: --agent-counts needs at least one number of agents"),
+    (["--agent-counts", "2", "0"], "error: --agent-counts must all be >= 1"),
+    (["--agent-counts", "40"], "error: games too large: P has S^2 x A^N = 5^2 x 2^40 entries"),
+    (["--etas"], "error: --etas needs at least one step size"),
+    (["--etas", "0.1", "0"], "error: --etas must all be finite and > 0"),
+    (["--etas", "-1"], "error: --etas must all be finite and > 0"),
+    (["--etas", "inf"], "error: --etas must all be finite and > 0"),
+    (["--num-games", "0"], "error: --num-games must be >= 1, got 0"),
+    (["--num-iterations", "0"], "error: --num-iterations must be >= 1, got 0"),
+    (["--lemma-trials", "-1"], "error: --lemma-trials must be >= 0, got -1"),
+    (["--tol", "-1e-10"], "error: --tol must be finite and >= 0"),
+    (["--seed", "-1"], "error: --seed must be >= 0"),
+])
+def test_cli_bad_input_is_one_line_error(args, message):
+    """Each bad value stops the script before any computation: exit 1, one `error: ` line, no traceback, no table."""
+    result = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_validate_args_accepts_the_edges_of_every_range():
+    """gamma = 0 (the mixed-equilibrium game's), one state with one observation, single-agent N = 1, no Lemma 1
+    trials and tol = 0 are all valid; so are the defaults."""
+    validate_args(Args())
+    validate_args(Args(gamma=0.0, num_states=1, num_obs=1, agent_counts=(1,), lemma_trials=0, tol=0.0))
+    validate_args(Args(num_obs=5, num_states=5, agent_counts=(1, 2, 3)))
