@@ -2,6 +2,7 @@
 
     python plot.py --runs "runs/*" --out-dir plots [--metric eval/learner_return] [--marl-eval-json results.json]
     python plot.py --runs "runs/*" --metric eval/guider_return --subtract eval/learner_return   # the gap
+    python plot.py --runs "runs/*" --include-incomplete   # keep interrupted runs (marked) instead of leaving them out
 
 Runs are the directories `runs/<task>__<exp_name>__<seed>__<unix time>` that `magpo_mpe.py` writes; the
 algorithm is the exp_name. Runs are grouped by (task, algorithm), one run per seed (the newest when a seed
@@ -9,8 +10,8 @@ was run twice). For each group:
   - a sample-efficiency curve: the IQM over seeds at each evaluation step with a 95% bootstrap band, one
     figure per task (`<out-dir>/<task>__<metric>.png`);
   - a row of the final-performance table (stdout and `<out-dir>/final.md`): seeds, mean, IQM and its 95% CI
-    of the final score per seed;
-  - optionally, every run's raw values in the marl-eval (InstaDeep) JSON layout, for their plotting tools.
+    of the final score per seed (no CI for a single seed: the row says "n/a (1 run)");
+  - optionally, its runs' raw values in the marl-eval (InstaDeep) JSON layout, for their plotting tools.
 
 Statistics, as rliable defines them (Agarwal et al., "Deep RL at the Edge of the Statistical Precipice"):
   - IQM = interquartile mean = scipy.stats.trim_mean(x, 0.25): the mean after cutting int(0.25 n) values
@@ -24,13 +25,23 @@ FutureWarning), so the global generator is seeded instead; and `metrics.aggregat
 resamples: 0.6 s instead of 8.5 s calling aggregate_iqm per step).
 
 Step alignment: runs of one group may evaluate at slightly different steps (another rollout size, a run cut
-short). The common grid is the evaluation steps of the group's lowest seed that lie in the range every run
-covers, and each run is linearly interpolated onto it (np.interp); nothing is extrapolated, so a curve ends
-where its shortest run ends. When all runs log at the same steps, which is the usual case, this is exact.
+short that --include-incomplete keeps). The common grid is the evaluation steps of the group's lowest seed
+that lie in the range every run covers, and each run is linearly interpolated onto it (np.interp); nothing
+is extrapolated, so a curve ends where its shortest run ends. When all runs log at the same steps, which is
+the usual case, this is exact.
 
 Final score: `eval/absolute_<name>` for metric `eval/<name>` (for `eval/learner_return`, the absolute metric
-of Gorsane et al. 2022: the best learner re-scored on 10x the episodes) when every seed of the group logged
-it, else the last logged value of the metric. The table names the one used in each row.
+of Gorsane et al. 2022: the best learner re-scored on 10x the episodes) when any run of the group logged it,
+else the last logged value of the metric. The table names the one used in each row; a group's metric never
+changes because one of its runs lacks the absolute metric (that run is incomplete, below).
+
+Incomplete runs: a run is incomplete next to the rest of its group if it has fewer evaluations of the metric
+*and* its last one is at an earlier step (it was cut short; runs that only evaluate at slightly different
+steps are not), or if it lacks the absolute metric that another run of the group logged (training logs it
+once, at the very end). Each is named in a `warning:` line on stderr, and by default left out of the curves,
+the table and the JSON (final.md lists them). `--include-incomplete` keeps them: they are marked `*` in the
+table, and one without the absolute metric contributes the last value of the metric, which its row says
+("last `eval/learner_return` for seed 5").
 
 `--subtract TAG` aggregates the difference metric - TAG of each run instead, TAG interpolated onto the
 metric's steps: with the guider's and the learner's returns (evaluated at the same steps) it is the
@@ -71,6 +82,10 @@ class Args:
     """seed of the bootstrap, so the confidence intervals are reproducible"""
     marl_eval_json: str | None = None
     """if given, also write the runs' values to this path in the marl-eval JSON layout"""
+    include_incomplete: bool = False
+    """keep incomplete runs (cut short, or no absolute metric where others of their group have it), marked `*`.
+    A kept run without the absolute metric contributes the metric's last value, and its table row says so.
+    Without this flag they are named in a warning and left out of the curves, the table and the JSON."""
 
 
 @dataclass
@@ -175,6 +190,47 @@ def add_difference(runs: list[Run], metric: str, other: str) -> str:
     return tag
 
 
+def incomplete_runs(runs: list[Run], metric: str) -> dict[str, str]:
+    """path -> why, for the runs of one group that look unfinished next to the others (module docstring)."""
+    counts = [len(run.scalars[metric][0]) for run in runs]
+    ends = [int(run.scalars[metric][0][-1]) for run in runs]
+    absolute = absolute_tag(metric)
+    num_absolute = sum(absolute in run.scalars for run in runs)
+    reasons = {}
+    for run, count, end in zip(runs, counts, ends):
+        why = []
+        if count < max(counts) and end < max(ends):
+            why.append(f"{count} evaluations up to step {end}, the group has {max(counts)} up to step {max(ends)}")
+        if num_absolute and absolute not in run.scalars:
+            why.append(f"no {absolute!r}, which {num_absolute} of the group's {len(runs)} runs logged")
+        if why:
+            reasons[run.path] = "; ".join(why)
+    return reasons
+
+
+def select_runs(
+    groups: dict[tuple[str, str], list[Run]], metric: str, include_incomplete: bool
+) -> tuple[dict[tuple[str, str], list[Run]], dict[str, str]]:
+    """Warn about every incomplete run and, unless `include_incomplete`, leave it out (a group with none left
+    goes too; raises if no group is left). Returns the groups to use and {path: why} of all incomplete runs."""
+    incomplete = {path: why for runs in groups.values() for path, why in incomplete_runs(runs, metric).items()}
+    action = "kept (--include-incomplete)" if include_incomplete else "left out (--include-incomplete keeps it)"
+    for path, why in incomplete.items():
+        print(f"warning: incomplete run {path}: {why}; {action}", file=sys.stderr)
+    if include_incomplete:
+        return groups, incomplete
+    selected = {}
+    for (task, algorithm), runs in groups.items():
+        complete = [run for run in runs if run.path not in incomplete]
+        if complete:
+            selected[(task, algorithm)] = complete
+        else:
+            print(f"warning: {task} / {algorithm} has no complete run; left out", file=sys.stderr)
+    if not selected:
+        raise ValueError("no group has a complete run (the warnings say why); --include-incomplete keeps them")
+    return selected, incomplete
+
+
 def align(runs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The runs' `metric` on a common step grid (see the module docstring): (steps, values (seeds, steps))."""
     curves = [run.scalars[metric] for run in runs]
@@ -192,16 +248,23 @@ def absolute_tag(metric: str) -> str:
     return f"{prefix}/absolute_{name}" if prefix else f"absolute_{name}"
 
 
-def final_scores(runs: list[Run], metric: str) -> tuple[np.ndarray, str]:
-    """One final score per seed and the tag it comes from (the absolute metric if every seed has it)."""
+def final_scores(runs: list[Run], metric: str) -> tuple[np.ndarray, str, list[str]]:
+    """One final score per seed, the group's tag (the absolute metric if any run has it, else `metric`) and
+    the tag each score comes from: the group's, or `metric`'s last value for a run without the absolute one."""
     absolute = absolute_tag(metric)
-    tag = absolute if all(absolute in run.scalars for run in runs) else metric
-    return np.array([run.scalars[tag][1][-1] for run in runs]), tag
+    group_tag = absolute if any(absolute in run.scalars for run in runs) else metric
+    tags = [group_tag if group_tag in run.scalars else metric for run in runs]
+    return np.array([run.scalars[tag][1][-1] for run, tag in zip(runs, tags)]), group_tag, tags
 
 
-def final_table(groups: dict[tuple[str, str], list[Run]], metric: str, reps: int, seed: int) -> str:
+def final_table(
+    groups: dict[tuple[str, str], list[Run]], metric: str, reps: int, seed: int,
+    incomplete: dict[str, str] | None = None,
+) -> str:
     """Markdown table of the final score per (task, algorithm): seeds, mean, IQM and its 95% CI, and each
-    seed's score (in seed order)."""
+    seed's score (in seed order). `incomplete` ({path: why}, from `select_runs`): those in `groups` are
+    marked `*`, the others are listed as left out."""
+    incomplete = incomplete or {}
     lines = [
         f"## Final performance: {metric}",
         "",
@@ -209,19 +272,36 @@ def final_table(groups: dict[tuple[str, str], list[Run]], metric: str, reps: int
         "| --- | --- | ---: | --- | ---: | ---: | --- | --- |",
     ]
     for (task, algorithm), runs in sorted(groups.items()):
-        scores, tag = final_scores(runs, metric)
-        low, high = bootstrap_ci(scores, reps, seed)
+        scores, group_tag, tags = final_scores(runs, metric)
+        source = f"{'last ' if group_tag == metric else ''}`{group_tag}`"
+        fallback = [str(run.seed) for run, tag in zip(runs, tags) if tag != group_tag]
+        if fallback:
+            source += f"; last `{metric}` for seed{'s' if len(fallback) > 1 else ''} {', '.join(fallback)}"
+        marked = [run for run in runs if run.path in incomplete]
+        seeds = f"{len(runs)} ({len(marked)} incomplete)" if marked else f"{len(runs)}"
+        if len(runs) == 1:
+            ci = "n/a (1 run)"
+        else:
+            low, high = bootstrap_ci(scores, reps, seed)
+            ci = f"[{float(low):.2f}, {float(high):.2f}]"
+        per_seed = ", ".join(f"{score:.2f}{'*' if run.path in incomplete else ''}" for run, score in zip(runs, scores))
         lines.append(
-            f"| {task} | {algorithm} | {len(runs)} | {'last ' if tag == metric else ''}`{tag}` "
-            f"| {scores.mean():.2f} | {float(iqm(scores)):.2f} | [{float(low):.2f}, {float(high):.2f}] "
-            f"| {', '.join(f'{score:.2f}' for score in scores)} |"
+            f"| {task} | {algorithm} | {seeds} | {source} | {scores.mean():.2f} | {float(iqm(scores)):.2f} | {ci} "
+            f"| {per_seed} |"
         )
     lines += [
         "",
-        f"Final score: `{absolute_tag(metric)}` (absolute metric) where every seed logged it, else the last "
+        f"Final score: `{absolute_tag(metric)}` (absolute metric) where the group's runs logged it, else the last "
         f"`{metric}`. IQM: 25% trimmed mean over seeds. CI: percentile bootstrap over seeds "
         f"(rliable, {reps} resamples, seed {seed}).",
     ]
+    used = {run.path for runs in groups.values() for run in runs}
+    kept = [f"`{path}` ({why})" for path, why in incomplete.items() if path in used]
+    left_out = [f"`{path}` ({why})" for path, why in incomplete.items() if path not in used]
+    if kept:
+        lines += ["", "`*` incomplete run, kept by --include-incomplete: " + "; ".join(kept) + "."]
+    if left_out:
+        lines += ["", "Left out as incomplete (--include-incomplete keeps them): " + "; ".join(left_out) + "."]
     return "\n".join(lines)
 
 
@@ -235,9 +315,11 @@ def plot_curves(
         for (group_task, algorithm), (steps, values) in sorted(curves.items()):
             if group_task != task:
                 continue
-            low, high = bootstrap_ci(values, reps, seed)
-            (line,) = ax.plot(steps, iqm(values), label=f"{algorithm} ({len(values)} seed{'' if len(values) == 1 else 's'})")
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            label = f"{algorithm} ({len(values)} seed{'' if len(values) == 1 else 's'})"
+            (line,) = ax.plot(steps, iqm(values), label=label)
+            if len(values) > 1:  # one seed: nothing to resample, no band
+                low, high = bootstrap_ci(values, reps, seed)
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set(title=task, xlabel="environment steps", ylabel=f"{metric} (IQM, 95% CI)")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -289,14 +371,14 @@ if __name__ == "__main__":
             if not any(args.subtract in run.scalars for run in runs):
                 raise ValueError(f"no run logged {args.subtract!r} (--subtract)")
             args.metric = add_difference(runs, args.metric, args.subtract)
-        groups = group_runs(runs, args.metric)
+        groups, incomplete = select_runs(group_runs(runs, args.metric), args.metric, args.include_incomplete)
         curves = {key: align(runs, args.metric) for key, runs in groups.items()}
     except ValueError as error:
         sys.exit(f"error: {error}")
 
     os.makedirs(args.out_dir, exist_ok=True)
     written = plot_curves(curves, args.metric, args.out_dir, args.bootstrap_reps, args.seed)
-    table = final_table(groups, args.metric, args.bootstrap_reps, args.seed)
+    table = final_table(groups, args.metric, args.bootstrap_reps, args.seed, incomplete)
     print(table)
     table_path = os.path.join(args.out_dir, "final.md")
     with open(table_path, "w") as f:

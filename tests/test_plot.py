@@ -73,7 +73,6 @@ def test_iqm_is_rliable_trimmed_mean():
     assert plot.iqm(scores) == pytest.approx(3.0)
     assert plot.iqm(scores) == pytest.approx(scipy.stats.trim_mean(scores, 0.25))
     assert plot.iqm(scores) == pytest.approx(metrics.aggregate_iqm(scores[:, None]))
-    assert scores.mean() == pytest.approx(22.0)
     # per step along the seed axis, the same as rliable at each step
     curves = np.random.default_rng(0).normal(size=(5, 7))
     np.testing.assert_allclose(plot.iqm(curves), [metrics.aggregate_iqm(curves[:, i]) for i in range(7)])
@@ -105,10 +104,12 @@ def test_load_group_and_align(root):
         ("simple_spread_3ag", "magpo_mpe"): [1, 2, 3, 4, 5],
     }
     runs = groups[("simple_spread_3ag", "magpo_mpe")]
-    scores, tag = plot.final_scores(runs, "eval/learner_return")
-    assert tag == "eval/absolute_learner_return" and scores.tolist() == MAGPO_FINALS
-    scores, tag = plot.final_scores(groups[("simple_spread_3ag", "ippo_rnn_baseline")], "eval/learner_return")
+    scores, tag, tags = plot.final_scores(runs, "eval/learner_return")
+    assert tag == "eval/absolute_learner_return" and tags == [tag] * 5 and scores.tolist() == MAGPO_FINALS
+    scores, tag, _ = plot.final_scores(groups[("simple_spread_3ag", "ippo_rnn_baseline")], "eval/learner_return")
     assert tag == "eval/learner_return" and scores.tolist() == [7.0, 7.0, 7.0]
+    # evaluating at slightly different steps (2000 vs 2048, same count) is not being cut short
+    assert all(plot.incomplete_runs(runs, "eval/learner_return") == {} for runs in groups.values())
     # seed 1's steps, inside every run's range; seed 2 (steps 0, 1024, 2048) interpolated onto them
     steps, values = plot.align(runs, "eval/learner_return")
     assert steps.tolist() == [0, 1000, 2000] and values.shape == (5, 3)
@@ -199,3 +200,119 @@ def test_cli_bad_input_is_one_line_error(root, args, message):
     assert result.returncode != 0
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
     assert not os.path.exists(root / "bad_plots")
+
+
+# ----------------------------------------------------------------------------------- incomplete runs
+def fake_run(seed, steps, values, absolute=None, task="simple_spread_3ag", algorithm="magpo_mpe"):
+    """An in-memory Run of `eval/learner_return`, with `eval/absolute_learner_return` if `absolute` is given."""
+    scalars = {"eval/learner_return": (np.array(steps), np.array(values, dtype=float))}
+    if absolute is not None:
+        scalars["eval/absolute_learner_return"] = (np.array(steps[-1:]), np.array([absolute]))
+    return plot.Run(f"runs/{task}__{algorithm}__{seed}__1", task, algorithm, seed, 1, scalars)
+
+
+def test_final_score_metric_never_switches_when_one_run_lacks_the_absolute_metric():
+    """The old rule (absolute metric only if *every* run has it) switched the whole group to the last
+    evaluation because of one interrupted run; now the group keeps the absolute metric and only that run,
+    flagged incomplete, falls back to its last value."""
+    runs = [fake_run(1, [0, 1000], [0.0, 9.0], absolute=10.0), fake_run(2, [0, 1000], [0.0, 19.0], absolute=20.0),
+            fake_run(3, [0, 1000], [0.0, 50.0])]
+    scores, tag, tags = plot.final_scores(runs, "eval/learner_return")
+    assert tag == "eval/absolute_learner_return"
+    assert tags == [tag, tag, "eval/learner_return"] and scores.tolist() == [10.0, 20.0, 50.0]
+    assert plot.incomplete_runs(runs, "eval/learner_return") == {
+        runs[2].path: "no 'eval/absolute_learner_return', which 2 of the group's 3 runs logged"}
+
+
+def test_select_runs_leaves_out_incomplete_runs_and_empty_groups(capsys):
+    full = [fake_run(seed, [0, 1000, 2000], [0.0, 1.0, 2.0]) for seed in (1, 2)]
+    short = fake_run(3, [0, 1000], [0.0, 1.0])
+    groups = {("simple_spread_3ag", "magpo_mpe"): [*full, short],
+              ("3m", "cut"): [fake_run(1, [0, 500], [0.0, 1.0], 5.0, "3m", "cut"),  # cut short, with absolute
+                              fake_run(2, [0, 500, 1000], [0.0, 1.0, 2.0], None, "3m", "cut")]}  # no absolute
+    selected, incomplete = plot.select_runs(groups, "eval/learner_return", include_incomplete=False)
+    assert selected == {("simple_spread_3ag", "magpo_mpe"): full}
+    assert incomplete[short.path] == "2 evaluations up to step 1000, the group has 3 up to step 2000"
+    assert set(incomplete) == {short.path, "runs/3m__cut__1__1", "runs/3m__cut__2__1"}
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"warning: incomplete run {short.path}: 2 evaluations up to step 1000, the group has 3 up to "
+                      "step 2000; left out (--include-incomplete keeps it)")
+    assert err[-1] == "warning: 3m / cut has no complete run; left out" and len(err) == 4
+    # the curve of the complete runs is not cut at the short run's end
+    steps, _ = plot.align(selected[("simple_spread_3ag", "magpo_mpe")], "eval/learner_return")
+    assert steps.tolist() == [0, 1000, 2000]
+    with pytest.raises(ValueError, match="no group has a complete run"):
+        plot.select_runs({("3m", "cut"): groups[("3m", "cut")]}, "eval/learner_return", include_incomplete=False)
+    capsys.readouterr()
+    kept, _ = plot.select_runs(groups, "eval/learner_return", include_incomplete=True)
+    assert kept == groups and all(line.endswith("; kept (--include-incomplete)") for line in
+                                  capsys.readouterr().err.splitlines())
+    assert plot.align(kept[("simple_spread_3ag", "magpo_mpe")], "eval/learner_return")[0].tolist() == [0, 1000]
+
+
+@pytest.fixture(scope="module")
+def partial_root(tmp_path_factory):
+    """simple_spread_3ag/magpo_mpe: seeds 1-3 finished, seed 4 cut short at step 1000, seed 5 evaluated to the end
+    but without the absolute metric; 3m/solo: a single seed."""
+    root = tmp_path_factory.mktemp("partial")
+    for seed, final in ((1, 10.0), (2, 20.0), (3, 30.0)):
+        write_run(root, f"simple_spread_3ag__magpo_mpe__{seed}__{1764000000 + seed}", {
+            "eval/learner_return": [(0, 0.0), (1000, final / 2), (2000, final - 1)],
+            "eval/absolute_learner_return": [(2000, final)],
+        })
+    write_run(root, "simple_spread_3ag__magpo_mpe__4__1764000004", {"eval/learner_return": [(0, 0.0), (1000, 4.0)]})
+    write_run(root, "simple_spread_3ag__magpo_mpe__5__1764000005", {
+        "eval/learner_return": [(0, 0.0), (1000, 25.0), (2000, 50.0)]})
+    write_run(root, "3m__solo__1__1764000006", {
+        "eval/learner_return": [(0, 0.0), (1000, 5.0)], "eval/absolute_learner_return": [(1000, 6.0)]})
+    return root
+
+
+def table_rows(table):
+    return {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| task") and not line.startswith("| ---")}
+
+
+def test_cli_names_and_leaves_out_incomplete_runs(partial_root):
+    result = run_cli(["--bootstrap-reps", "200", "--out-dir", "default", "--marl-eval-json", "default/r.json"],
+                     cwd=partial_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: incomplete run")]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: incomplete run runs/simple_spread_3ag__magpo_mpe__4__1764000004: "
+                                  "2 evaluations up to step 1000, the group has 3 up to step 2000; no ")
+    assert warnings[1].startswith("warning: incomplete run runs/simple_spread_3ag__magpo_mpe__5__1764000005: "
+                                  "no 'eval/absolute_learner_return', which 3 of the group's 5 runs logged")
+    assert all(line.endswith("; left out (--include-incomplete keeps it)") for line in warnings)
+    table = (partial_root / "default" / "final.md").read_text()
+    rows = table_rows(table)
+    magpo = rows[("simple_spread_3ag", "magpo_mpe")]
+    assert magpo.startswith("| simple_spread_3ag | magpo_mpe | 3 | `eval/absolute_learner_return` | 20.00 | 20.00 | [")
+    assert magpo.endswith("| 10.00, 20.00, 30.00 |")
+    assert "Left out as incomplete (--include-incomplete keeps them): `runs/simple_spread_3ag__magpo_mpe__4_" in table
+    assert "`runs/simple_spread_3ag__magpo_mpe__5__1764000005` (no 'eval/absolute_learner_return'" in table
+    data = json.loads((partial_root / "default" / "r.json").read_text())
+    assert set(data["MPE"]["simple_spread_3ag"]["magpo_mpe"]) == {"seed_1", "seed_2", "seed_3"}
+
+
+def test_cli_include_incomplete_keeps_them_and_says_which_metric_each_gives(partial_root):
+    result = run_cli(["--bootstrap-reps", "200", "--out-dir", "all", "--include-incomplete"], cwd=partial_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: incomplete run")]
+    assert len(warnings) == 2 and all(line.endswith("; kept (--include-incomplete)") for line in warnings)
+    table = (partial_root / "all" / "final.md").read_text()
+    magpo = table_rows(table)[("simple_spread_3ag", "magpo_mpe")]
+    # mean of 10, 20, 30, 4, 50 is 22.8; IQM cuts 4 and 50
+    assert magpo.startswith("| simple_spread_3ag | magpo_mpe | 5 (2 incomplete) | `eval/absolute_learner_return`; "
+                            "last `eval/learner_return` for seeds 4, 5 | 22.80 | 20.00 | [")
+    assert magpo.endswith("| 10.00, 20.00, 30.00, 4.00*, 50.00* |")
+    assert "`*` incomplete run, kept by --include-incomplete: `runs/simple_spread_3ag__magpo_mpe__4_" in table
+    assert "Left out as incomplete" not in table
+
+
+def test_cli_single_seed_has_no_interval(partial_root):
+    result = run_cli(["--bootstrap-reps", "200", "--out-dir", "single", "--runs", "runs/3m__*"], cwd=partial_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert table_rows(result.stdout)[("3m", "solo")] == (
+        "| 3m | solo | 1 | `eval/absolute_learner_return` | 6.00 | 6.00 | n/a (1 run) | 6.00 |")
+    assert "warning" not in result.stderr
