@@ -14,6 +14,11 @@ from PIL import Image
 
 AGENT_RADIUS, LANDMARK_RADIUS = 0.15, 0.05  # mpe2's entity sizes
 AGENT_COLOR, LANDMARK_COLOR = (0.35, 0.35, 0.85), (0.25, 0.25, 0.25)  # mpe2's colours
+ARENA_EXTENT = 2.0
+"""every frame of every GIF shows the square [-2, 2]^2: agents and landmarks start in [-1, 1]^2, and whatever
+drifts further is clipped at the border (the title names the agents out of view)"""
+TITLE_HEIGHT = 24
+"""pixels reserved above the arena for the title, so nothing in the arena is drawn over it"""
 
 
 def world_from_obs(obs):
@@ -25,22 +30,29 @@ def world_from_obs(obs):
     return {"agent_pos": agent_pos, "landmark_pos": landmark_pos}
 
 
-def draw_frame(world, extent, size=320, title=None):
-    """One frame as an (size, size, 3) uint8 array; the view is the square [-extent, extent]^2."""
+def draw_frame(world, extent=ARENA_EXTENT, size=320, title=None):
+    """One frame as an (size, size, 3) uint8 array: the title in the top TITLE_HEIGHT pixels, below it the
+    square [-extent, extent]^2, with everything clipped to it."""
     fig = Figure(figsize=(size / 100, size / 100), dpi=100)
     canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
+    side = (size - TITLE_HEIGHT) / size  # the arena's square, in figure fractions
+    ax = fig.add_axes(((1 - side) / 2, 0, side, side))
     ax.set_xlim(-extent, extent)
     ax.set_ylim(-extent, extent)
-    ax.set_aspect("equal")
-    ax.axis("off")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_color((0.8, 0.8, 0.8))
     for x, y in world["landmark_pos"]:
         ax.add_patch(Circle((x, y), LANDMARK_RADIUS, color=LANDMARK_COLOR))
     for i, (x, y) in enumerate(world["agent_pos"]):
-        ax.add_patch(Circle((x, y), AGENT_RADIUS, color=AGENT_COLOR, alpha=0.8))
-        ax.text(x, y, str(i), ha="center", va="center", color="white", fontsize=8)
+        ax.add_patch(Circle((x, y), AGENT_RADIUS, color=AGENT_COLOR, alpha=0.8))  # patches clip to the axes
+        ax.text(x, y, str(i), ha="center", va="center", color="white", fontsize=8, clip_on=True)
+    outside = [str(i) for i, pos in enumerate(world["agent_pos"]) if np.abs(pos).max() > extent]
+    if outside:
+        title = f"{title or ''}  out of view: {', '.join(outside)}".strip()
     if title:
-        ax.text(-extent + 0.05, extent - 0.05, title, ha="left", va="top", fontsize=8)
+        fig.text(0.5, 1 - TITLE_HEIGHT / size / 2, title, ha="center", va="center", fontsize=8)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
@@ -48,14 +60,11 @@ def draw_frame(world, extent, size=320, title=None):
 def save_gif(observations, path, fps=10, title=None):
     """Write one episode, given as its observations [(N, 6N) per step], as an animated GIF at `path`.
 
-    The view is fixed over the episode (it covers every entity at every step), so motion is visible;
-    mpe2 instead re-centres its camera each frame."""
-    worlds = [world_from_obs(obs) for obs in observations]
-    extent = max(1.0, max(np.abs(np.concatenate([w["agent_pos"], w["landmark_pos"]])).max() for w in worlds))
-    extent += AGENT_RADIUS + 0.05
+    Every frame of every GIF shows the same square, [-ARENA_EXTENT, ARENA_EXTENT]^2, so motion and files
+    compare at one scale; mpe2 instead re-centres its camera each frame."""
     frames = [
-        Image.fromarray(draw_frame(w, extent, title=f"{title}  t={t}" if title else f"t={t}"))
-        for t, w in enumerate(worlds)
+        Image.fromarray(draw_frame(world_from_obs(obs), title=f"{title}  t={t}" if title else f"t={t}"))
+        for t, obs in enumerate(observations)
     ]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     return path
