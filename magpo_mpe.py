@@ -2,13 +2,16 @@
 
 Paper: Li, Xie, Lu, "Multi-Agent Guided Policy Optimization", arXiv 2507.18059 (ICLR 2026).
 Official code: a JAX fork of Mava, `mava/systems/gpo/anakin/rec_magpo.py`.
-Notes used throughout (sections cited as "notes §n"): `../shared/MAGPO_NOTES.md`; the README's
-"Implementation details" lists every deliberate difference from the official code.
+`docs/algorithm.md` explains every term with its formula, the paper's reference, the line range
+here and the official line (cited below as "algorithm.md §n"), and lists every deliberate
+difference from the official code.
 
 The story of this file, top to bottom:
   Args -> pure math (GAE, guider loss, learner loss, action distributions) -> networks (guider,
-  learner) -> evaluation -> main: seeding, envs, rollout with the guider, per-agent GAE, update of
-  both networks from the same batch, logging, absolute metric.
+  learner) -> infrastructure (evaluation, input checks) -> main: seeding, envs, rollout with the
+  guider, per-agent GAE, update of both networks from the same batch, logging, absolute metric.
+Blocks marked `# ALGO LOGIC:` are MAGPO; blocks marked `# INFRA:` (checks, evaluation, saving,
+tracking) can be skipped on a first read.
 
 A centralised *guider* (autoregressive joint policy) collects the data and is trained with PPO, but
 a double clip keeps its per-agent ratio to the decentralised *learner* inside [1/delta, delta] and a
@@ -28,7 +31,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -38,6 +41,7 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+from utils import EpisodeRecorder, random_policy_score
 from utils.mpe import make_env
 from utils.render import save_gif
 
@@ -49,7 +53,7 @@ class Args:
     seed: int = 1
     """seed of the experiment"""
     torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    """`torch.backends.cudnn.deterministic` (on by default; `--no-torch-deterministic` turns it off)"""
     cuda: bool = False
     """if toggled, run the networks on the GPU (an error if none is available)"""
     torch_threads: int = 1
@@ -78,9 +82,10 @@ class Args:
     """`numpy`: batched simple_spread (utils/mpe.py, same numbers as mpe2, ~100x faster);
     `pettingzoo`: the real mpe2 parallel_env, one per environment"""
 
-    # Algorithm (defaults: the paper's simple_spread_3ag row, notes §4, except the budget and minibatches)
+    # Algorithm (defaults: the paper's simple_spread_3ag row, algorithm.md §14, except the budget and minibatches)
     total_timesteps: int = 2_000_000
-    """total environment steps (one step of one environment counts one); the paper uses 20M"""
+    """total environment steps (one step of one environment counts one), rounded down to whole rollouts of
+    num_envs x num_steps (the run says so when it rounds); the paper uses 20M"""
     learning_rate: float = 5e-4
     """the learning rate of both Adam optimisers"""
     anneal_lr: bool = False
@@ -95,11 +100,15 @@ class Args:
     """the lambda for the general advantage estimation"""
     num_minibatches: int = 4
     """the number of minibatches; each holds whole `num_steps` sequences of `num_envs / num_minibatches` envs
-    (the paper uses 8; 4 is 1.26x faster on a CPU, where each backward pass costs per time step)"""
+    (the paper uses 8; see docs/benchmarks.md for the cost on a CPU)"""
     update_epochs: int = 5
     """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """toggles advantage normalisation (per minibatch, over all agent tokens, algorithm.md §8)"""
     clip_coef: float = 0.1
     """the PPO clip epsilon (also clips the value update and the learner's off-policy ratio)"""
+    clip_vloss: bool = True
+    """toggles the clipped value loss (algorithm.md §6)"""
     ent_coef: float = 0.001
     """coefficient of the guider's entropy bonus (the learner has none)"""
     vf_coef: float = 0.5
@@ -129,69 +138,25 @@ class Args:
     num_eval_episodes: int = 32
     """episodes per evaluation; the absolute metric re-scores the best learner on 10x as many"""
 
-    # to be filled in runtime
-    batch_size: int = 0
-    """the batch size (computed in runtime)"""
-    minibatch_envs: int = 0
-    """environments per minibatch (computed in runtime)"""
-    num_iterations: int = 0
-    """the number of iterations (computed in runtime)"""
-
-
-def validate_args(args: Args) -> None:
-    """Reject bad input before any environment or network is built (raises ValueError)."""
-    checks = [
-        (args.num_agents >= 2, f"--num-agents must be >= 2, got {args.num_agents}"),
-        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
-        (args.num_steps >= 1, f"--num-steps must be >= 1, got {args.num_steps}"),
-        (args.num_minibatches >= 1, f"--num-minibatches must be >= 1, got {args.num_minibatches}"),
-        (
-            args.num_envs % max(args.num_minibatches, 1) == 0,
-            f"--num-envs ({args.num_envs}) must be divisible by --num-minibatches ({args.num_minibatches}): "
-            "minibatches are groups of whole environment sequences",
-        ),
-        (args.update_epochs >= 1, f"--update-epochs must be >= 1, got {args.update_epochs}"),
-        (
-            args.total_timesteps >= args.num_envs * args.num_steps,
-            f"--total-timesteps ({args.total_timesteps}) must be at least one rollout "
-            f"(--num-envs x --num-steps = {args.num_envs * args.num_steps})",
-        ),
-        (args.delta > 1.0, f"--delta must be > 1 (the band is [1/delta, delta]), got {args.delta}"),
-        (args.alpha >= 0.0, f"--alpha must be >= 0, got {args.alpha}"),
-        (args.learning_rate > 0.0, f"--learning-rate must be > 0, got {args.learning_rate}"),
-        (args.clip_coef > 0.0, f"--clip-coef must be > 0, got {args.clip_coef}"),
-        (0.0 < args.gamma <= 1.0, f"--gamma must be in (0, 1], got {args.gamma}"),
-        (0.0 <= args.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"),
-        (args.ent_coef >= 0.0 and args.vf_coef >= 0.0, "--ent-coef and --vf-coef must be >= 0"),
-        (args.max_grad_norm > 0.0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
-        (0.0 <= args.local_ratio <= 1.0, f"--local-ratio must be in [0, 1], got {args.local_ratio}"),
-        (args.max_cycles >= 1, f"--max-cycles must be >= 1, got {args.max_cycles}"),
-        (args.eval_interval >= 1, f"--eval-interval must be >= 1, got {args.eval_interval}"),
-        (args.num_eval_episodes >= 1, f"--num-eval-episodes must be >= 1, got {args.num_eval_episodes}"),
-        (args.torch_threads >= 1, f"--torch-threads must be >= 1, got {args.torch_threads}"),
-        (min(args.learner_hidden, args.guider_dim, args.guider_heads, args.guider_blocks) >= 1,
-         "network sizes must be >= 1"),
-        (
-            args.guider_dim % max(args.guider_heads, 1) == 0,
-            f"--guider-dim ({args.guider_dim}) must be divisible by --guider-heads ({args.guider_heads})",
-        ),
-        (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA device"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+    # computed at runtime from the fields above, not settable
+    batch_size: int = field(default=0, init=False)
+    """environment steps per rollout, num_envs x num_steps"""
+    minibatch_envs: int = field(default=0, init=False)
+    """environments per minibatch, num_envs / num_minibatches"""
+    num_iterations: int = field(default=0, init=False)
+    """rollout-and-update iterations, total_timesteps // batch_size"""
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure math: imported by tests/test_magpo_math.py
+# ALGO LOGIC: pure math, imported by tests/test_magpo_math.py (the same in every MAGPO script)
 # ---------------------------------------------------------------------------------------------
 def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
-    """Generalised advantage estimation, per agent (notes §3).
+    """Generalised advantage estimation, per agent (algorithm.md §8).
 
     rewards, values: (T, B, N); dones: (T, B, 1) or (T, B, N), `dones[t] = 1` when observation t is
     the first of a new episode (CleanRL's convention); next_value (B, N), next_done (B, 1) or (B, N):
-    the value and done flag of the observation after the rollout. Truncation at max_cycles is
-    treated as termination: the 25-step return is the task's objective.
+    the value and done flag of the observation after the rollout. The time limit is treated as
+    termination: the fixed-length episode return is the task's objective.
     Returns (advantages, returns), each (T, B, N).
     """
     num_steps = rewards.shape[0]
@@ -202,41 +167,59 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda
             nextnonterminal, nextvalues = 1.0 - next_done, next_value
         else:
             nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
-        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
-        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+        td_error = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = td_error + gamma * gae_lambda * nextnonterminal * lastgaelam
     return advantages, advantages + values
 
 
 def normalize(x):
-    """Per-minibatch advantage normalisation over all tokens (notes §3)."""
+    """Per-minibatch advantage normalisation over all tokens (algorithm.md §8)."""
     return (x - x.mean()) / (x.std() + 1e-8)
 
 
 class RunningMeanStd:
-    """Running mean and variance of every value seen (parallel-update formula, as CleanRL's)."""
+    """Running mean and variance of every value seen (parallel-update formula, as CleanRL's), for
+    value normalisation (algorithm.md §6). `enabled=False` makes every method the identity."""
 
-    def __init__(self):
+    def __init__(self, enabled=True):
+        self.enabled = enabled
         self.mean, self.var, self.count = 0.0, 1.0, 1e-4
 
     def update(self, x):
+        if not self.enabled:
+            return
         batch_mean, batch_var, n = x.mean().item(), x.var(unbiased=False).item(), x.numel()
-        delta, total = batch_mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        diff, total = batch_mean - self.mean, self.count + n
+        self.mean += diff * n / total
+        self.var = (self.var * self.count + batch_var * n + diff**2 * self.count * n / total) / total
         self.count = total
 
     def normalize(self, x):
-        return (x - self.mean) / math.sqrt(self.var + 1e-8)
+        return (x - self.mean) / math.sqrt(self.var + 1e-8) if self.enabled else x
 
     def denormalize(self, x):
-        return x * math.sqrt(self.var + 1e-8) + self.mean
+        return x * math.sqrt(self.var + 1e-8) + self.mean if self.enabled else x
 
 
 def guider_loss(
-    logp, logp_behaviour, logp_learner, advantages, kl_to_learner, entropy,
-    value, value_old, returns, clip_coef, delta, ent_coef, vf_coef, norm_adv=True,
+    *,
+    logp,
+    logp_behaviour,
+    logp_learner,
+    advantages,
+    kl_to_learner,
+    entropy,
+    value,
+    value_old,
+    returns,
+    clip_coef,
+    delta,
+    ent_coef,
+    vf_coef,
+    norm_adv=True,
+    clip_vloss=True,
 ):
-    """The guider's loss (notes §3): PPO with MAGPO's double clip, masked KL, value and entropy.
+    """The guider's loss (algorithm.md §4-§6): PPO with MAGPO's double clip, masked KL, value and entropy.
 
     Every argument but the scalars is a per-token tensor (any shape, one entry per (t, env, agent)):
     logp = log mu(a|...) of the current guider, logp_behaviour = the log-prob stored at rollout,
@@ -251,22 +234,30 @@ def guider_loss(
     # Plain PPO ratio to the behaviour policy.
     logratio = logp - logp_behaviour
     ratio = logratio.exp()
-    # Double clip: r~ = clip(mu/pi, 1/delta, delta) * pi/beta. Inside the band r~ == r, so the
-    # guider is plain PPO; outside it the clipped term is constant in mu, and the min() below then
-    # drops the gradient that would push mu further from the learner.
+    # L_pg, the double clip (algorithm.md §4): r~ = clip(mu/pi, 1/delta, delta) * pi/beta. Inside the
+    # band r~ == r, so the guider is plain PPO. Outside it r~ is constant in mu, so the min() below
+    # drops the gradient that would push mu further from the learner, except where the PPO ratio r
+    # itself is past its own clip in the direction the advantage favours: then r * adv is the
+    # smaller term and keeps its gradient (a clipped r~ in the other direction loses to it).
     guider_vs_learner = logp - logp_learner
     ratio_tethered = (guider_vs_learner.clamp(-log_delta, log_delta) + logp_learner - logp_behaviour).exp()
     pg_loss = -torch.min(ratio * adv, ratio_tethered.clamp(1 - clip_coef, 1 + clip_coef) * adv).mean()
 
-    # Masked KL: tokens whose sampled-action ratio mu/pi left [1/delta, delta] are pulled back
-    # towards the learner. Averaged over *all* tokens, masked zeros included, as the official code.
+    # L_kl, the masked KL (algorithm.md §5): tokens whose sampled-action ratio mu/pi left
+    # [1/delta, delta] are pulled back towards the learner. Averaged over *all* tokens, masked
+    # zeros included, as the official code.
     out_of_band = (guider_vs_learner.detach().abs() > log_delta).float()
     kl_loss = (out_of_band * kl_to_learner).mean()
 
-    # Clipped value loss with returns R = A_raw + V_old (the same epsilon as the policy).
-    v_clipped = value_old + (value - value_old).clamp(-clip_coef, clip_coef)
-    v_loss = 0.5 * torch.max((value - returns) ** 2, (v_clipped - returns) ** 2).mean()
+    # L_v, the value loss (algorithm.md §6) with returns R = A_raw + V_old; clipped with the
+    # policy's epsilon unless --no-clip-vloss.
+    if clip_vloss:
+        v_clipped = value_old + (value - value_old).clamp(-clip_coef, clip_coef)
+        v_loss = 0.5 * torch.max((value - returns) ** 2, (v_clipped - returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((value - returns) ** 2).mean()
 
+    # The entropy bonus H(mu) keeps the guider exploring (algorithm.md §6); the learner has none.
     entropy_mean = entropy.mean()
     loss = pg_loss + kl_loss - ent_coef * entropy_mean + vf_coef * v_loss
     with torch.no_grad():
@@ -283,8 +274,8 @@ def guider_loss(
     return loss, stats
 
 
-def learner_loss(logp_learner, logp_behaviour, advantages, kl_from_guider, clip_coef, alpha, norm_adv=True):
-    """The learner's loss (notes §3): alpha * off-policy PPO + KL(stopgrad mu || pi).
+def learner_loss(*, logp_learner, logp_behaviour, advantages, kl_from_guider, clip_coef, alpha, norm_adv=True):
+    """The learner's loss (algorithm.md §7): alpha * off-policy PPO + KL(stopgrad mu || pi).
 
     logp_learner = log pi(a|own history) of the guider's sampled action; logp_behaviour = the
     guider's stored log-prob (so the ratio corrects for learning off the guider's data);
@@ -292,14 +283,16 @@ def learner_loss(logp_learner, logp_behaviour, advantages, kl_from_guider, clip_
     *forward* KL, i.e. behaviour cloning of the current guider. No entropy, no critic.
     """
     adv = normalize(advantages) if norm_adv else advantages
+    # L_rl: PPO on the guider's data, ratio pi/beta (the guider's advantages, not the learner's own).
     ratio = (logp_learner - logp_behaviour).exp()
     rl_loss = -torch.min(ratio * adv, ratio.clamp(1 - clip_coef, 1 + clip_coef) * adv).mean()
+    # L_bc: distillation of the current guider into the learner.
     bc_loss = kl_from_guider.mean()
     loss = alpha * rl_loss + bc_loss
     with torch.no_grad():
         stats = {
             "learner_rl_loss": rl_loss.item(),
-            "learner_bc_kl": bc_loss.item(),
+            "kl_guider_learner": bc_loss.item(),
             "learner_loss": loss.item(),
             "learner_clipfrac": ((ratio - 1.0).abs() > clip_coef).float().mean().item(),
         }
@@ -307,10 +300,20 @@ def learner_loss(logp_learner, logp_behaviour, advantages, kl_from_guider, clip_
 
 
 # Action distributions. `params` is one tensor per token so it can be permuted, detached and
-# sliced like any other: discrete -> logits (..., A); continuous -> [mean, log_std] (..., 2A) of a
-# Gaussian over the pre-tanh action u. Continuous actions are stored as u; the env gets
-# (tanh(u) + 1) / 2 in [0, 1].
+# sliced like any other: discrete -> logits (..., A), in which unavailable actions already carry
+# MASKED_LOGIT (see `masked_logits`); continuous -> [mean, log_std] (..., 2A) of a Gaussian over
+# the pre-tanh action u. Continuous actions are stored as u; the env gets (tanh(u) + 1) / 2 in [0, 1].
 LOG_2PI = math.log(2 * math.pi)
+# A large finite number rather than -inf: softmax gives the masked actions probability exactly 0
+# (exp(-1e9) underflows in float32 and float64), and the entropy and KL terms p * log p and
+# p * (log p - log q) are then 0 * (finite) = 0, where -inf would give 0 * -inf = nan.
+MASKED_LOGIT = -1e9
+
+
+def masked_logits(logits, avail):
+    """logits (..., A), avail (..., A) bool -> logits with the unavailable actions at MASKED_LOGIT.
+    At least one action must be available; where all are (envs without masks) nothing changes."""
+    return logits.masked_fill(~avail, MASKED_LOGIT)
 
 
 def dist_sample(params, continuous, deterministic=False):
@@ -341,7 +344,8 @@ def dist_log_prob(params, action, continuous):
 
 
 def dist_entropy(params, continuous):
-    """Categorical: exact. Tanh-Gaussian: no closed form, so the entropy of the pre-tanh Gaussian."""
+    """Categorical: exact, over the available actions (masked ones contribute 0 * finite = 0).
+    Tanh-Gaussian: no closed form, so the entropy of the pre-tanh Gaussian."""
     if continuous:
         _, log_std = params.chunk(2, dim=-1)
         return (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
@@ -350,8 +354,9 @@ def dist_entropy(params, continuous):
 
 
 def dist_kl(p, q, continuous):
-    """KL(p || q) per token. tanh is a bijection, so the KL of the squashed distributions equals
-    the closed-form KL of the underlying Gaussians (exact, not an approximation)."""
+    """KL(p || q) per token. Categorical: p and q carry the same mask, so it runs over the available
+    actions. Continuous: tanh is a bijection, so the KL of the squashed distributions equals the
+    closed-form KL of the underlying Gaussians (exact, not an approximation)."""
     if continuous:
         mean_p, log_std_p = p.chunk(2, dim=-1)
         mean_q, log_std_q = q.chunk(2, dim=-1)
@@ -363,7 +368,7 @@ def dist_kl(p, q, continuous):
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks
+# ALGO LOGIC: networks
 # ---------------------------------------------------------------------------------------------
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
@@ -376,8 +381,7 @@ def gru_unroll(gru, x, h, starts):
 
     x (T, M, H) inputs, h (M, H) state before step 0, starts (T, M) bool: row m starts a new
     episode at step t, so its state is zeroed before step t. Rather than a Python loop over T, the
-    fused nn.GRU runs over each stretch with no reset in any row: on MPE every env resets at the
-    same step, so a 128-step sequence is ~6 calls instead of 128.
+    fused nn.GRU runs over each stretch with no reset in any row (docs/benchmarks.md has the gain).
     """
     num_steps = x.shape[0]
     cuts = [0] + (torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist() + [num_steps]
@@ -405,7 +409,7 @@ def to_agents(x, perm):
 
 class Attention(nn.Module):
     """Multi-head attention over the N agent tokens. N is tiny (<= 10), so plain matrix products
-    (nn.MultiheadAttention's packed projection made the backward pass ~2x slower here)."""
+    (docs/benchmarks.md: nn.MultiheadAttention's packed projection was slower here)."""
 
     def __init__(self, dim, heads):
         super().__init__()
@@ -465,8 +469,11 @@ class Guider(nn.Module):
 
     MAT-style encoder-decoder over agent tokens, with per-agent memory underneath: a GRU shared by
     all agents runs over each agent's own (id, observation) history, so every recurrent learner is
-    representable by the guider (the theory's backtracking step, notes §2; Sable has this memory
-    through retention). Decoding runs over positions j = 0..N-1 of an agent order `perm`.
+    representable by the guider (the theory's backtracking step, algorithm.md §2 and §11).
+
+    Agent order (algorithm.md §3): decoding runs over positions j = 0..N-1 of an order `perm`, drawn
+    at random per env and per step during rollouts and stored, so that training re-scores each
+    action under the order it was sampled in (the stored and recomputed log-probs then agree).
     """
 
     def __init__(self, obs_dim, num_agents, action_dim, continuous, dim=64, heads=1, blocks=1):
@@ -478,7 +485,9 @@ class Guider(nn.Module):
         self.gru = nn.GRU(dim, dim)
         self.encoder = nn.ModuleList([EncoderBlock(dim, heads) for _ in range(blocks)])
         self.encoder_ln = nn.LayerNorm(dim)
-        self.value_head = nn.Sequential(layer_init(nn.Linear(dim, dim)), nn.ReLU(), layer_init(nn.Linear(dim, 1), std=1.0))
+        self.value_head = nn.Sequential(
+            layer_init(nn.Linear(dim, dim)), nn.ReLU(), layer_init(nn.Linear(dim, 1), std=1.0)
+        )
         # Decoder input at position j: [is_start, features of the action at position j-1].
         self.action_embed = layer_init(nn.Linear(action_dim + 1, dim))
         self.decoder = nn.ModuleList([DecoderBlock(dim, heads) for _ in range(blocks)])
@@ -506,56 +515,61 @@ class Guider(nn.Module):
     def action_features(self, action):
         return torch.tanh(action) if self.continuous else F.one_hot(action, self.action_dim).float()
 
-    def decode(self, tokens, rep):
-        """tokens (M, N, A+1) shifted actions, rep (M, N, dim) -> distribution params (M, N, P)."""
+    def decode(self, tokens, rep, avail=None):
+        """tokens (M, N, A+1) shifted actions, rep (M, N, dim), avail (M, N, A) bool or None
+        -> distribution params (M, N, P), discrete logits masked by avail."""
         x = self.action_embed(tokens) + rep
         for block in self.decoder:
             x = block(x, rep, self.causal_mask)
         out = self.policy_head(self.decoder_ln(x))
         if self.continuous:
             return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
-        return out
+        return out if avail is None else masked_logits(out, avail)
 
     def start_tokens(self, num):
+        """(num, N, A+1) decoder inputs: position 0 holds the start flag, the rest are filled with the
+        features of the previous position's action."""
         tokens = torch.zeros(num, self.num_agents, self.action_dim + 1, device=self.agent_ids.device)
         tokens[:, 0, 0] = 1.0
         return tokens
 
     @torch.no_grad()
-    def act(self, obs, h, starts, perm, deterministic=False):
+    def act(self, obs, h, starts, perm, avail=None, deterministic=False):
         """Sample a joint action agent by agent in the order `perm`.
 
-        obs (B, N, obs_dim), h (B, N, dim), starts (B,), perm (B, N) ->
+        obs (B, N, obs_dim), h (B, N, dim), starts (B,), perm (B, N), avail (B, N, A) or None ->
         action (B, N[, A]), logp (B, N), value (B, N), all in agent order, and the new h.
         """
         mem, h = self.memory(obs.unsqueeze(0), h, starts.unsqueeze(0))
         rep, value = self.encode(to_positions(mem[0], perm))  # (B, N, dim), (B, N)
+        avail = None if avail is None else to_positions(avail, perm)
         tokens = self.start_tokens(obs.shape[0])
         actions, logps = [], []
         for j in range(self.num_agents):
-            params = self.decode(tokens, rep)[:, j]  # causal: positions > j do not matter yet
+            params = self.decode(tokens, rep, avail)[:, j]  # causal: positions > j do not matter yet
             action = dist_sample(params, self.continuous, deterministic)
             actions.append(action)
             logps.append(dist_log_prob(params, action, self.continuous))
             if j + 1 < self.num_agents:
-                tokens[:, j + 1, 1:] = self.action_features(action)
+                tokens[:, j + 1, 1:] = self.action_features(action)  # (B, A): position j's action, fed to j+1
         action = torch.stack(actions, dim=1)
         return to_agents(action, perm), to_agents(torch.stack(logps, dim=1), perm), to_agents(value, perm), h
 
-    def evaluate(self, obs, h, starts, actions, perm):
+    def evaluate(self, obs, h, starts, actions, perm, avail=None):
         """Teacher-forced pass over stored sequences (BPTT from the stored state h).
 
-        obs (T, M, N, obs_dim), h (M, N, dim), starts (T, M), actions (T, M, N[, A]), perm (T, M, N)
-        -> params (T, M, N, P), logp, entropy, value (T, M, N), all in agent order.
+        obs (T, M, N, obs_dim), h (M, N, dim), starts (T, M), actions (T, M, N[, A]), perm (T, M, N),
+        avail (T, M, N, A) or None -> params (T, M, N, P), logp, entropy, value (T, M, N), all in agent order.
         """
         T, M, N = perm.shape
         mem, _ = self.memory(obs, h, starts)
         perm = perm.reshape(T * M, N)
         rep, value = self.encode(to_positions(mem.reshape(T * M, N, -1), perm))
+        avail = None if avail is None else to_positions(avail.reshape(T * M, N, -1), perm)
         actions = to_positions(actions.reshape(T * M, *actions.shape[2:]), perm)
         tokens = self.start_tokens(T * M)
-        tokens[:, 1:, 1:] = self.action_features(actions[:, :-1])
-        params = self.decode(tokens, rep)  # (T*M, N, P)
+        tokens[:, 1:, 1:] = self.action_features(actions[:, :-1])  # (T*M, N-1, A): actions shifted right by one
+        params = self.decode(tokens, rep, avail)  # (T*M, N, P)
         logp = dist_log_prob(params, actions, self.continuous)
         entropy = dist_entropy(params, self.continuous)
         outputs = [to_agents(x, perm) for x in (params, logp, entropy, value)]
@@ -564,7 +578,8 @@ class Guider(nn.Module):
 
 class Learner(nn.Module):
     """Decentralised recurrent policy pi(a^i | own observation history), parameters shared by all
-    agents: [one-hot id, obs] -> MLP -> GRU -> MLP -> head (the official architecture, notes §3)."""
+    agents: [one-hot id, obs] -> MLP -> GRU -> MLP -> head (the official architecture, algorithm.md §7).
+    Discrete logits are masked with the agent's own available actions."""
 
     def __init__(self, obs_dim, num_agents, action_dim, continuous, hidden=128):
         super().__init__()
@@ -577,81 +592,129 @@ class Learner(nn.Module):
         if continuous:
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
-    def forward(self, obs, h, starts):
-        """obs (T, B, N, obs_dim), h (B, N, hidden), starts (T, B) -> params (T, B, N, P), new h."""
+    def forward(self, obs, h, starts, avail=None):
+        """obs (T, B, N, obs_dim), h (B, N, hidden), starts (T, B), avail (T, B, N, A) bool or None
+        -> params (T, B, N, P), new h."""
         T, B, N, _ = obs.shape
         x = self.pre(torch.cat([self.agent_ids.expand(T, B, N, N), obs], dim=-1))  # (T, B, N, hidden)
         x, h = gru_unroll(self.gru, x.reshape(T, B * N, -1), h.reshape(B * N, -1), starts.repeat_interleave(N, dim=1))
         out = self.head(self.post(x)).reshape(T, B, N, -1)
         if self.continuous:
             out = torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+        elif avail is not None:
+            out = masked_logits(out, avail)
         return out, h.reshape(B, N, -1)
 
     @torch.no_grad()
-    def act(self, obs, h, starts, deterministic=False):
-        """One decentralised step: obs (B, N, obs_dim) -> action (B, N[, A]), new h."""
-        params, h = self(obs.unsqueeze(0), h, starts.unsqueeze(0))
+    def act(self, obs, h, starts, avail=None, deterministic=False):
+        """One decentralised step: obs (B, N, obs_dim), avail (B, N, A) or None -> action (B, N[, A]), new h."""
+        params, h = self(obs.unsqueeze(0), h, starts.unsqueeze(0), None if avail is None else avail.unsqueeze(0))
         return dist_sample(params[0], self.continuous, deterministic), h
 
 
-# ---------------------------------------------------------------------------------------------
-# Environment glue and evaluation
-# ---------------------------------------------------------------------------------------------
 def to_env_action(action, continuous):
-    """Policy action -> what simple_spread takes: (tanh(u) + 1) / 2 in [0, 1]^5, or the index."""
+    """Policy action -> what the env takes: (tanh(u) + 1) / 2 in [0, 1]^A, or the index, as numpy."""
     return ((torch.tanh(action) + 1.0) / 2.0).cpu().numpy() if continuous else action.cpu().numpy()
 
 
 def random_perm(num_envs, num_agents, device):
-    """An independent random decoding order per environment (B, N)."""
+    """An independent random decoding order per environment (B, N) (algorithm.md §3)."""
     return torch.rand(num_envs, num_agents, device=device).argsort(dim=1)
 
 
+# ---------------------------------------------------------------------------------------------
+# INFRA: evaluation (algorithm.md §10) and input checks; skip on a first read
+# ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, record=None):
-    """Undiscounted returns (B,) of `policy` over one episode in each of the B eval envs, sampling
-    actions as the paper does (`deterministic` takes the mode instead). A Learner acts
-    decentralised (own observation history only); the Guider acts centrally, in a random agent
-    order per step as during training. `record`, if a list, receives env 0's observations
-    (N, obs_dim) at every step of its episode, the final one included (for GIFs)."""
+def evaluate(policy, eval_envs, device, hidden_size, deterministic=False):
+    """Undiscounted returns (B,) and win flags (B,) (None where the env has no wins) of `policy` over
+    one episode in each of the B eval envs, sampling actions as the paper does (`deterministic`
+    takes the mode instead). A Learner acts decentralised (own observation history, own available
+    actions); the Guider acts centrally, in a random agent order per step as during training."""
     B, N = eval_envs.num_envs, eval_envs.num_agents
     obs = torch.from_numpy(eval_envs.reset()).to(device)
     h = torch.zeros(B, N, hidden_size, device=device)
     starts = torch.ones(B, dtype=torch.bool, device=device)
     finished = np.zeros(B, dtype=bool)
-    episode_return = np.zeros(B, dtype=np.float64)
+    episode_return, won = np.zeros(B, dtype=np.float64), np.zeros(B, dtype=bool)
     while not finished.all():
-        if record is not None and not finished[0]:
-            record.append(obs[0].cpu().numpy())
+        avail = torch.from_numpy(eval_envs.avail_actions()).to(device)
         if isinstance(policy, Learner):
-            action, h = policy.act(obs, h, starts, deterministic)
+            action, h = policy.act(obs, h, starts, avail, deterministic)
         else:
-            action, _, _, h = policy.act(obs, h, starts, random_perm(B, N, device), deterministic)
-        obs_np, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
-        if record is not None and dones[0] and not finished[0]:
-            record.append(info["final_obs"][0])
+            action, _, _, h = policy.act(obs, h, starts, random_perm(B, N, device), avail, deterministic)
+        next_obs, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
         newly = dones & ~finished
         episode_return[newly] = info["episode_return"][newly]
+        if eval_envs.has_wins:
+            won[newly] = info["won"][newly]
         finished |= dones
-        obs = torch.from_numpy(obs_np).to(device)
+        obs = torch.from_numpy(next_obs).to(device)
         starts = torch.from_numpy(dones).to(device)
-    return episode_return
+    return episode_return, (won if eval_envs.has_wins else None)
 
 
-def random_policy_return(eval_envs, rng):
-    """Mean return of uniformly random actions over one episode per eval env: the floor to beat."""
-    B, N = eval_envs.num_envs, eval_envs.num_agents
-    eval_envs.reset()
-    finished, episode_return = np.zeros(B, dtype=bool), np.zeros(B)
-    while not finished.all():
-        if eval_envs.continuous_actions:
-            action = rng.uniform(0.0, 1.0, (B, N, eval_envs.action_dim))
-        else:
-            action = rng.integers(0, eval_envs.action_dim, (B, N))
-        _, _, dones, info = eval_envs.step(action)
-        episode_return[dones & ~finished] = info["episode_return"][dones & ~finished]
-        finished |= dones
-    return float(episode_return.mean())
+def evaluate_and_log(learner, guider, eval_envs, device, args, writer, step, video_dir=None):
+    """Evaluate the learner and the guider once, log and print the results; returns the learner's
+    score for keeping the best learner (its mean return)."""
+    learner_return, _ = evaluate(learner, eval_envs, device, args.learner_hidden)
+    if video_dir is not None:  # eval_envs is an EpisodeRecorder: draw the learner's first episode
+        save_gif(eval_envs.episode, f"{video_dir}/learner_step{step}.gif", title=f"learner, step {step}")
+    guider_return, _ = evaluate(guider, eval_envs, device, args.guider_dim)
+    writer.add_scalar("eval/learner_return", learner_return.mean(), step)
+    writer.add_scalar("eval/guider_return", guider_return.mean(), step)
+    print(f"global_step={step}, eval/learner_return={learner_return.mean():.3f}, eval/guider_return={guider_return.mean():.3f}")
+    return learner_return.mean()
+
+
+def absolute_metric(best_learner, eval_envs, device, args, writer, step):
+    """The paper's absolute metric (algorithm.md §10): the best evaluated learner re-scored on 10x the episodes."""
+    scores = [evaluate(best_learner, eval_envs, device, args.learner_hidden)[0] for _ in range(10)]
+    absolute = np.concatenate(scores).mean()
+    writer.add_scalar("eval/absolute_learner_return", absolute, step)
+    print(f"absolute metric: best learner over {10 * args.num_eval_episodes} episodes: return {absolute:.3f}")
+
+
+def validate_args(args: Args) -> None:
+    """Reject bad input before any environment or network is built (raises ValueError)."""
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "max_cycles", "eval_interval",
+                 "num_eval_episodes", "torch_threads"):  # fmt: skip
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    checks = [
+        (args.num_agents >= 2, f"--num-agents must be >= 2, got {args.num_agents}"),
+        (
+            args.num_envs % args.num_minibatches == 0,
+            f"--num-envs ({args.num_envs}) must be divisible by --num-minibatches ({args.num_minibatches}): "
+            "minibatches are groups of whole environment sequences",
+        ),
+        (
+            args.total_timesteps >= args.num_envs * args.num_steps,
+            f"--total-timesteps ({args.total_timesteps}) must be at least one rollout "
+            f"(--num-envs x --num-steps = {args.num_envs * args.num_steps})",
+        ),
+        (args.delta > 1.0, f"--delta must be > 1 (the band is [1/delta, delta]), got {args.delta}"),
+        (args.alpha >= 0.0, f"--alpha must be >= 0, got {args.alpha}"),
+        (args.learning_rate > 0.0, f"--learning-rate must be > 0, got {args.learning_rate}"),
+        (args.clip_coef > 0.0, f"--clip-coef must be > 0, got {args.clip_coef}"),
+        (0.0 < args.gamma <= 1.0, f"--gamma must be in (0, 1], got {args.gamma}"),
+        (0.0 <= args.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"),
+        (args.ent_coef >= 0.0 and args.vf_coef >= 0.0, "--ent-coef and --vf-coef must be >= 0"),
+        (args.max_grad_norm > 0.0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
+        (0.0 <= args.local_ratio <= 1.0, f"--local-ratio must be in [0, 1], got {args.local_ratio}"),
+        (
+            min(args.learner_hidden, args.guider_dim, args.guider_heads, args.guider_blocks) >= 1,
+            "network sizes must be >= 1",
+        ),
+        (
+            args.guider_dim % max(args.guider_heads, 1) == 0,
+            f"--guider-dim ({args.guider_dim}) must be divisible by --guider-heads ({args.guider_heads})",
+        ),
+        (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA device"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
 
 
 if __name__ == "__main__":
@@ -663,24 +726,35 @@ if __name__ == "__main__":
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_envs = args.num_envs // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_iterations * args.batch_size != args.total_timesteps:
+        print(
+            f"note: --total-timesteps {args.total_timesteps} is rounded down to {args.num_iterations} rollouts of "
+            f"{args.batch_size} steps = {args.num_iterations * args.batch_size} steps"
+        )
     task = f"simple_spread_{args.num_agents}ag"
     run_name = f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    # INFRA: tracking
     if args.track:
         try:
             import wandb
         except ImportError:
             sys.exit("error: --track needs Weights and Biases: pip install wandb")
         wandb.init(
-            project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-            config=vars(args), name=run_name, save_code=True,
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
         )
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
     )
+    print(f"run directory: runs/{run_name} (tensorboard --logdir runs)")
 
-    # Seeding
+    # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -690,23 +764,33 @@ if __name__ == "__main__":
 
     # Envs: training, and a separate batch for evaluation (one episode per env per round)
     env_kwargs = dict(
-        num_agents=args.num_agents, continuous_actions=args.continuous_actions,
-        local_ratio=args.local_ratio, max_cycles=args.max_cycles,
+        backend=args.env_backend,
+        num_agents=args.num_agents,
+        continuous_actions=args.continuous_actions,
+        local_ratio=args.local_ratio,
+        max_cycles=args.max_cycles,
     )
-    envs = make_env(args.env_backend, args.num_envs, seed=args.seed, **env_kwargs)
-    eval_envs = make_env(args.env_backend, args.num_eval_episodes, seed=args.seed + 10_000, **env_kwargs)
-    N, obs_dim, action_dim, continuous = envs.num_agents, envs.obs_dim, envs.action_dim, args.continuous_actions
+    envs = make_env(args.num_envs, seed=args.seed, **env_kwargs)
+    eval_envs = make_env(args.num_eval_episodes, seed=args.seed + 10_000, **env_kwargs)
+    if args.capture_video:
+        eval_envs = EpisodeRecorder(eval_envs)
+    video_dir = f"runs/{run_name}/videos" if args.capture_video else None
+    if video_dir is not None:
+        os.makedirs(video_dir, exist_ok=True)
+    N, obs_dim, action_dim, continuous = envs.num_agents, envs.obs_dim, envs.action_dim, envs.continuous_actions
 
-    guider = Guider(obs_dim, N, action_dim, continuous, args.guider_dim, args.guider_heads, args.guider_blocks).to(device)
+    guider = Guider(obs_dim, N, action_dim, continuous, args.guider_dim, args.guider_heads, args.guider_blocks)
+    guider = guider.to(device)
     learner = Learner(obs_dim, N, action_dim, continuous, args.learner_hidden).to(device)
     guider_optimizer = torch.optim.Adam(guider.parameters(), lr=args.learning_rate, eps=1e-5)
     learner_optimizer = torch.optim.Adam(learner.parameters(), lr=args.learning_rate, eps=1e-5)
-    value_norm = RunningMeanStd() if args.norm_value else None
+    value_norm = RunningMeanStd(enabled=args.norm_value)
 
-    # Rollout storage, (T, B, N, ...) with T = num_steps
+    # ALGO LOGIC: rollout storage, (T, B, N, ...) with T = num_steps
     T, B = args.num_steps, args.num_envs
     action_shape = (action_dim,) if continuous else ()
     obs = torch.zeros((T, B, N, obs_dim), device=device)
+    avails = torch.zeros((T, B, N, action_dim), device=device, dtype=torch.bool)
     actions = torch.zeros((T, B, N, *action_shape), device=device, dtype=torch.float32 if continuous else torch.long)
     perms = torch.zeros((T, B, N), device=device, dtype=torch.long)
     logprobs = torch.zeros((T, B, N), device=device)
@@ -714,31 +798,21 @@ if __name__ == "__main__":
     starts = torch.zeros((T, B), device=device, dtype=torch.bool)
     values = torch.zeros((T, B, N), device=device)
 
-    random_return = random_policy_return(eval_envs, np.random.default_rng(args.seed))
-    print(f"random policy: eval return {random_return:.2f}")
+    # INFRA: the random-policy floor and the step-0 evaluation
+    random_return, _ = random_policy_score(eval_envs, seed=args.seed)
+    print(f"random policy: eval return {random_return:.3f}")
     writer.add_scalar("eval/random_return", random_return, 0)
 
-    def run_evaluation(step):
-        episode = [] if args.capture_video else None
-        learner_return = evaluate(learner, eval_envs, device, args.learner_hidden, record=episode).mean()
-        guider_return = evaluate(guider, eval_envs, device, args.guider_dim).mean()
-        if args.capture_video:
-            os.makedirs(f"runs/{run_name}/videos", exist_ok=True)
-            save_gif(episode, f"runs/{run_name}/videos/learner_step{step}.gif", title=f"learner, step {step}")
-        writer.add_scalar("eval/learner_return", learner_return, step)
-        writer.add_scalar("eval/guider_return", guider_return, step)
-        print(f"global_step={step}, eval/learner_return={learner_return:.2f}, eval/guider_return={guider_return:.2f}")
-        return learner_return
-
-    # Start the game
+    # TRY NOT TO MODIFY: start the game
     global_step = 0
     start_time = time.time()
     next_obs = torch.from_numpy(envs.reset(seed=args.seed)).to(device)  # (B, N, obs_dim)
+    next_avail = torch.from_numpy(envs.avail_actions()).to(device)  # (B, N, A)
     next_start = torch.ones(B, dtype=torch.bool, device=device)
     guider_h = torch.zeros(B, N, args.guider_dim, device=device)
     learner_h = torch.zeros(B, N, args.learner_hidden, device=device)
-    best_return = run_evaluation(0)
-    best_learner = copy.deepcopy(learner.state_dict())
+    best_score = evaluate_and_log(learner, guider, eval_envs, device, args, writer, 0, video_dir)
+    best_learner = copy.deepcopy(learner)
     next_eval = args.eval_interval
 
     for iteration in range(1, args.num_iterations + 1):
@@ -749,69 +823,83 @@ if __name__ == "__main__":
         # BPTT in the update starts from the recurrent states at the rollout's start.
         guider_h0, learner_h0 = guider_h.clone(), learner_h.clone()
 
+        # ALGO LOGIC: rollout with the guider
         for step in range(T):
             global_step += B
-            obs[step], starts[step] = next_obs, next_start
+            obs[step], avails[step], starts[step] = next_obs, next_avail, next_start
             perm = random_perm(B, N, device)
             with torch.no_grad():
-                action, logprob, value, guider_h = guider.act(next_obs, guider_h, next_start, perm)
+                action, logprob, value, guider_h = guider.act(next_obs, guider_h, next_start, perm, next_avail)
                 # The learner's memory is advanced on the guider's trajectory too, so its stored
-                # state matches what BPTT recomputes (the official code's late bug fix, notes §3).
+                # state matches what BPTT recomputes (the official code's late bug fix, algorithm.md §7).
                 _, learner_h = learner(next_obs.unsqueeze(0), learner_h, next_start.unsqueeze(0))
             actions[step], logprobs[step], values[step], perms[step] = action, logprob, value, perm
 
-            next_obs_np, reward, done, info = envs.step(to_env_action(action, continuous))
+            next_obs, reward, done, info = envs.step(to_env_action(action, continuous))
             rewards[step] = torch.from_numpy(reward).to(device)
-            next_obs = torch.from_numpy(next_obs_np).to(device)
+            next_obs = torch.from_numpy(next_obs).to(device)
+            next_avail = torch.from_numpy(envs.avail_actions()).to(device)
             next_start = torch.from_numpy(done).to(device)
             if done.any():
-                episodic_return = float(info["episode_return"][done].mean())
-                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                writer.add_scalar("charts/episodic_length", float(info["episode_length"][done].mean()), global_step)
+                writer.add_scalar("charts/episodic_return", info["episode_return"][done].mean(), global_step)
+                writer.add_scalar("charts/episodic_length", info["episode_length"][done].mean(), global_step)
 
-        # Per-agent GAE from the guider's per-agent values (notes §3)
+        # ALGO LOGIC: per-agent GAE from the guider's per-agent values (algorithm.md §8)
         with torch.no_grad():
             mem, _ = guider.memory(next_obs.unsqueeze(0), guider_h, next_start.unsqueeze(0))
             _, next_value = guider.encode(mem[0])  # the encoder is permutation-equivariant
-            if value_norm is not None:  # the value head predicts standardised returns
-                raw_values, next_value = value_norm.denormalize(values), value_norm.denormalize(next_value)
-            else:
-                raw_values = values
+            # With --norm-value the value head predicts standardised returns (identity otherwise).
+            raw_values, next_value = value_norm.denormalize(values), value_norm.denormalize(next_value)
             dones = starts.float().unsqueeze(-1)  # (T, B, 1)
             advantages, returns = compute_gae(
                 rewards, raw_values, dones, next_value, next_start.float().unsqueeze(-1), args.gamma, args.gae_lambda
             )
-            if value_norm is not None:
-                value_norm.update(returns)
-                value_targets = value_norm.normalize(returns)
-            else:
-                value_targets = returns
+            value_norm.update(returns)
+            value_targets = value_norm.normalize(returns)
 
-        # Update: epochs x minibatches of whole environment sequences; both networks step on
-        # gradients computed from the same pre-update parameters (notes §3).
+        # ALGO LOGIC: update (algorithm.md §9): epochs x minibatches of whole environment sequences;
+        # both networks step on gradients computed from the same pre-update parameters.
         env_inds = np.arange(B)
         stats_sum = {}
-        num_updates = 0
+        num_minibatch_steps = 0
         for epoch in range(args.update_epochs):
             np.random.shuffle(env_inds)
             for begin in range(0, B, args.minibatch_envs):
                 mb = torch.from_numpy(env_inds[begin : begin + args.minibatch_envs]).to(device)
-                mb_obs, mb_starts, mb_actions = obs[:, mb], starts[:, mb], actions[:, mb]
+                mb_obs, mb_starts, mb_actions, mb_avail = obs[:, mb], starts[:, mb], actions[:, mb], avails[:, mb]
                 g_params, g_logp, g_entropy, g_value = guider.evaluate(
-                    mb_obs, guider_h0[mb], mb_starts, mb_actions, perms[:, mb]
+                    mb_obs, guider_h0[mb], mb_starts, mb_actions, perms[:, mb], mb_avail
                 )
-                l_params, _ = learner(mb_obs, learner_h0[mb], mb_starts)  # (T, M, N, P)
+                l_params, _ = learner(mb_obs, learner_h0[mb], mb_starts, mb_avail)  # (T, M, N, P)
                 l_logp = dist_log_prob(l_params, mb_actions, continuous)
 
                 g_loss, g_stats = guider_loss(
-                    g_logp, logprobs[:, mb], l_logp, advantages[:, mb],
-                    dist_kl(g_params, l_params.detach(), continuous), g_entropy,
-                    g_value, values[:, mb], value_targets[:, mb],
-                    args.clip_coef, args.delta, args.ent_coef, args.vf_coef,
+                    logp=g_logp,
+                    logp_behaviour=logprobs[:, mb],
+                    logp_learner=l_logp,
+                    advantages=advantages[:, mb],
+                    # KL(mu || sg pi): the guider is pulled towards a fixed learner
+                    kl_to_learner=dist_kl(g_params, l_params.detach(), continuous),
+                    entropy=g_entropy,
+                    value=g_value,
+                    value_old=values[:, mb],
+                    returns=value_targets[:, mb],
+                    clip_coef=args.clip_coef,
+                    delta=args.delta,
+                    ent_coef=args.ent_coef,
+                    vf_coef=args.vf_coef,
+                    norm_adv=args.norm_adv,
+                    clip_vloss=args.clip_vloss,
                 )
                 l_loss, l_stats = learner_loss(
-                    l_logp, logprobs[:, mb], advantages[:, mb],
-                    dist_kl(g_params.detach(), l_params, continuous), args.clip_coef, args.alpha,
+                    logp_learner=l_logp,
+                    logp_behaviour=logprobs[:, mb],
+                    advantages=advantages[:, mb],
+                    # KL(sg mu || pi): the learner imitates a fixed guider
+                    kl_from_guider=dist_kl(g_params.detach(), l_params, continuous),
+                    clip_coef=args.clip_coef,
+                    alpha=args.alpha,
+                    norm_adv=args.norm_adv,
                 )
                 guider_optimizer.zero_grad()
                 learner_optimizer.zero_grad()
@@ -824,43 +912,41 @@ if __name__ == "__main__":
 
                 for key, value in {**g_stats, **l_stats}.items():
                     stats_sum[key] = stats_sum.get(key, 0.0) + value
-                num_updates += 1
+                num_minibatch_steps += 1
 
         y_pred, y_true = raw_values.flatten().cpu().numpy(), returns.flatten().cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
         writer.add_scalar("charts/learning_rate", guider_optimizer.param_groups[0]["lr"], global_step)
         for key, total in stats_sum.items():
-            group = "magpo" if key in ("out_of_band_frac", "learner_clipfrac") else "losses"
-            writer.add_scalar(f"{group}/{key}", total / num_updates, global_step)
-        writer.add_scalar("magpo/kl_guider_learner", stats_sum["learner_bc_kl"] / num_updates, global_step)
+            group = "magpo" if key in ("out_of_band_frac", "kl_guider_learner", "learner_clipfrac") else "losses"
+            writer.add_scalar(f"{group}/{key}", total / num_minibatch_steps, global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         sps = int(global_step / (time.time() - start_time))
         writer.add_scalar("charts/SPS", sps, global_step)
         print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} SPS={sps}")
 
+        # INFRA: periodic evaluation, keeping the best learner for the absolute metric
         if global_step >= next_eval or iteration == args.num_iterations:
             next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
-            learner_return = run_evaluation(global_step)
-            if learner_return > best_return:
-                best_return, best_learner = learner_return, copy.deepcopy(learner.state_dict())
+            score = evaluate_and_log(learner, guider, eval_envs, device, args, writer, global_step, video_dir)
+            if score > best_score:
+                best_score, best_learner = score, copy.deepcopy(learner)
 
-    # Absolute metric (notes §3): the best evaluated learner, re-scored on 10x the episodes.
-    final_learner = copy.deepcopy(learner.state_dict())
-    learner.load_state_dict(best_learner)
-    absolute = np.concatenate([evaluate(learner, eval_envs, device, args.learner_hidden) for _ in range(10)]).mean()
-    writer.add_scalar("eval/absolute_learner_return", absolute, global_step)
-    print(f"absolute metric: best learner over {10 * args.num_eval_episodes} episodes = {absolute:.2f}")
-    learner.load_state_dict(final_learner)
-
+    # INFRA: absolute metric and saving
+    absolute_metric(best_learner, eval_envs, device, args, writer, global_step)
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
-        torch.save(
-            {"script": "magpo_mpe.py", "args": asdict(args), "learner": learner.state_dict(),
-             "best_learner": best_learner, "guider": guider.state_dict()},
-            model_path,
-        )
+        checkpoint = {
+            "script": os.path.basename(__file__),
+            "args": asdict(args),
+            "learner": learner.state_dict(),
+            "best_learner": best_learner.state_dict(),
+            "guider": guider.state_dict(),
+        }
+        torch.save(checkpoint, model_path)
         print(f"model saved to {model_path}")
 
     envs.close()

@@ -2,27 +2,26 @@
 
 MAPPO: Yu et al., "The Surprising Effectiveness of PPO in Cooperative Multi-Agent Games" (NeurIPS 2022).
 IPPO: de Witt et al., "Is Independent Learning All You Need in the StarCraft Multi-Agent Challenge?" (2020).
-Both are the CTDE baselines of MAGPO (Li, Xie, Lu, arXiv 2507.18059); notes: `../shared/MAGPO_NOTES.md`.
+Both are the CTDE baselines of MAGPO (Li, Xie, Lu, arXiv 2507.18059); `docs/algorithm.md` describes
+MAGPO and the protocol shared with it (cited below as "algorithm.md §n").
 
 The story of this file, top to bottom:
   Args -> pure math (GAE, the PPO loss, value normalisation, action distributions) -> networks (the
-  actor, which is MAGPO's learner, and a recurrent critic) -> environment glue (the only
-  environment-specific code) and evaluation -> main: seeding, envs, rollout with the actor, per-agent
-  GAE, PPO update of actor and critic by BPTT over whole sequences, logging, absolute metric.
+  actor, which is MAGPO's learner, and a recurrent critic) -> infrastructure (environment glue, the
+  only environment-specific code; evaluation; input checks) -> main: seeding, envs, rollout with the
+  actor, per-agent GAE, PPO update of actor and critic by BPTT over whole sequences, logging,
+  absolute metric. Blocks marked `# ALGO LOGIC:` are the algorithm; `# INFRA:` can be skipped.
 
 The runs are meant to be compared with `magpo_mpe.py` / `magpo_coordsum.py` / `magpo_smax.py` curve
-for curve, so
-everything but the training algorithm is the same: the env wrappers in `utils/`, the actor's
-architecture (magpo_mpe.py's `Learner`, copied: [one-hot id, own obs] -> MLP -> GRU -> MLP -> head),
-the rollout size, the budget, the decentralised evaluation, the absolute metric and the TensorBoard
-tags. The actor plays MAGPO's learner's part, so its evaluation is logged as `eval/learner_return`
-(and, on SMAX, `eval/win_rate`).
+for curve, so everything but the training algorithm is the same: the env wrappers in `utils/`, the
+actor (MAGPO's `Learner`, copied verbatim: [one-hot id, own obs] -> MLP -> GRU -> MLP -> head, masked
+with the agent's available actions), the rollout size, the budget, the random-policy floor, the
+decentralised evaluation, the absolute metric and the TensorBoard tags. The actor plays MAGPO's
+learner's part, so its evaluation is logged as `eval/learner_return` (and, on SMAX, `eval/win_rate`).
 
 MAPPO's critic sees the global state `envs.state()` with a one-hot agent id (one value per agent,
 because MPE rewards differ per agent); `--ippo` gives it the agent's own observation instead. The
 actor collects its own data (on-policy PPO), unlike MAGPO's learner, which learns from a guider.
-On SMAX some actions are illegal at each step: the actor's categorical is masked with the env's
-available actions (never sampled, no probability mass, entropy over the legal ones only).
 """
 
 import os
@@ -36,7 +35,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -46,12 +45,16 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-from utils.coordsum import SCENARIOS, CoordSumVec
-from utils.mpe import make_env
-from utils.smax import check_map_name, make_env as make_smax_env
+from utils import EpisodeRecorder, random_policy_score
+from utils.coordsum import SCENARIOS
 from utils.render import save_gif
 
-ENVS = ("mpe", "coordsum", "smax")  # ENV-SPECIFIC: a new environment is added here, in Args, and in "Environment glue"
+# ENV-SPECIFIC: a new environment gets its flags here, in Args, and in "Environment glue"
+ENV_FLAGS = {
+    "mpe": ("num_agents", "continuous_actions", "local_ratio", "max_cycles", "env_backend"),
+    "coordsum": ("scenario", "coordsum_history", "coordsum_obs", "max_steps"),
+    "smax": ("map_name",),
+}
 
 
 @dataclass
@@ -62,7 +65,7 @@ class Args:
     seed: int = 1
     """seed of the experiment"""
     torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    """`torch.backends.cudnn.deterministic` (on by default; `--no-torch-deterministic` turns it off)"""
     cuda: bool = False
     """if toggled, run the networks on the GPU (an error if none is available)"""
     torch_threads: int = 1
@@ -77,21 +80,20 @@ class Args:
     """whether to save the actor (final and best), the critic and the args to `runs/{run_name}`"""
     capture_video: bool = False
     """whether to save a GIF of the actor's first evaluation episode at every evaluation to
-    `runs/{run_name}/videos` (MPE only)"""
+    `runs/{run_name}/videos` (MPE only: there is no CoordSum or SMAX renderer)"""
 
     # Algorithm variant
     ippo: bool = False
     """if toggled, IPPO: the critic sees the agent's own observation instead of the global state"""
 
-    # Environment (ENV-SPECIFIC)
+    # Environment (ENV-SPECIFIC). A flag of another env than `--env` is an error.
     env: str = "mpe"
     """`mpe` (simple_spread, utils/mpe.py), `coordsum` (the paper's coordination benchmark, utils/coordsum.py)
     or `smax` (JaxMARL's StarCraft-like SMAX with heuristic enemies, utils/smax.py; metric: win rate)"""
     num_agents: int = 3
-    """MPE: number of agents (and landmarks) in simple_spread; CoordSum and SMAX: set from the scenario / map at runtime"""
+    """MPE: number of agents (and landmarks) in simple_spread (CoordSum and SMAX: set by the scenario / map)"""
     continuous_actions: bool = True
-    """MPE: continuous 5-dim actions in [0, 1] as in the paper; `--no-continuous-actions` for Discrete(5).
-    CoordSum and SMAX are discrete (set to False at runtime)"""
+    """MPE: continuous 5-dim actions in [0, 1] as in the paper; `--no-continuous-actions` for Discrete(5)"""
     local_ratio: float = 0.5
     """MPE: weight of each agent's local (collision) reward against the shared landmark reward"""
     max_cycles: int = 25
@@ -99,19 +101,22 @@ class Args:
     env_backend: Literal["numpy", "pettingzoo"] = "numpy"
     """MPE: `numpy` = batched simple_spread (utils/mpe.py, same numbers as mpe2); `pettingzoo` = the real mpe2"""
     scenario: str = "3x10"
-    """CoordSum scenario NxK (N agents, K actions): 3x10, 3x30, 5x20 or 8x15 (notes §5)"""
+    """CoordSum scenario NxK (N agents, K actions): 3x10, 3x30, 5x20 or 8x15"""
     coordsum_history: Literal["official", "full"] = "official"
     """CoordSum: `official` = K history rows, targets >= K-1 share the last one (the official JAX clamp);
     `full` = one row per target value"""
     coordsum_obs: Literal["onehot", "raw"] = "onehot"
     """CoordSum: `onehot` = the target as a one-hot over maxval values (as magpo_coordsum.py);
     `raw` = the official single float"""
+    max_steps: int = 100
+    """CoordSum: episode length (the official time limit)"""
     map_name: str = "2s3z"
     """SMAX: the map (any map registered in JaxMARL; the paper's ten are in utils/smax.py's PAPER_MAPS)"""
 
     # Algorithm (defaults: recurrent MAPPO of Yu et al. 2022, with MAGPO's rollout, budget and lr)
     total_timesteps: int = 2_000_000
-    """total environment steps (one step of one environment counts one); the same as magpo_mpe.py"""
+    """total environment steps (one step of one environment counts one), rounded down to whole rollouts of
+    num_envs x num_steps (the run says so when it rounds); the same as magpo_mpe.py"""
     learning_rate: float = 5e-4
     """Adam's learning rate for actor and critic (Yu et al.: 7e-4 on MPE, 5e-4 on SMAC; 5e-4 is also
     magpo_mpe.py's, so the two scripts differ in the algorithm only)"""
@@ -162,66 +167,21 @@ class Args:
     num_eval_episodes: int = 32
     """episodes per evaluation; the absolute metric re-scores the best actor on 10x as many"""
 
-    # to be filled in runtime
-    batch_size: int = 0
-    """the batch size (computed in runtime)"""
-    minibatch_envs: int = 0
-    """environments per minibatch (computed in runtime)"""
-    num_iterations: int = 0
-    """the number of iterations (computed in runtime)"""
-
-
-def validate_args(args: Args) -> None:
-    """Reject bad input before any environment or network is built (raises ValueError)."""
-    checks = [
-        # ENV-SPECIFIC checks first
-        (args.env in ENVS, f"unknown --env {args.env!r}; choose one of {list(ENVS)}"),
-        (args.env != "mpe" or args.num_agents >= 2, f"--num-agents must be >= 2, got {args.num_agents}"),
-        (0.0 <= args.local_ratio <= 1.0, f"--local-ratio must be in [0, 1], got {args.local_ratio}"),
-        (args.max_cycles >= 1, f"--max-cycles must be >= 1, got {args.max_cycles}"),
-        (args.env != "coordsum" or args.scenario in SCENARIOS,
-         f"unknown --scenario {args.scenario!r}; choose one of {sorted(SCENARIOS)}"),
-        (args.env == "mpe" or not args.capture_video,
-         f"--capture-video draws simple_spread episodes and is for --env mpe only (got --env {args.env})"),
-        # the rest holds for every environment
-        (args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}"),
-        (args.num_steps >= 1, f"--num-steps must be >= 1, got {args.num_steps}"),
-        (args.num_minibatches >= 1, f"--num-minibatches must be >= 1, got {args.num_minibatches}"),
-        (
-            args.num_envs % max(args.num_minibatches, 1) == 0,
-            f"--num-envs ({args.num_envs}) must be divisible by --num-minibatches ({args.num_minibatches}): "
-            "minibatches are groups of whole environment sequences",
-        ),
-        (args.update_epochs >= 1, f"--update-epochs must be >= 1, got {args.update_epochs}"),
-        (
-            args.total_timesteps >= args.num_envs * args.num_steps,
-            f"--total-timesteps ({args.total_timesteps}) must be at least one rollout "
-            f"(--num-envs x --num-steps = {args.num_envs * args.num_steps})",
-        ),
-        (args.learning_rate > 0.0, f"--learning-rate must be > 0, got {args.learning_rate}"),
-        (args.clip_coef > 0.0, f"--clip-coef must be > 0, got {args.clip_coef}"),
-        (0.0 < args.gamma <= 1.0, f"--gamma must be in (0, 1], got {args.gamma}"),
-        (0.0 <= args.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"),
-        (args.ent_coef >= 0.0 and args.vf_coef >= 0.0, "--ent-coef and --vf-coef must be >= 0"),
-        (args.max_grad_norm > 0.0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
-        (args.eval_interval >= 1, f"--eval-interval must be >= 1, got {args.eval_interval}"),
-        (args.num_eval_episodes >= 1, f"--num-eval-episodes must be >= 1, got {args.num_eval_episodes}"),
-        (args.torch_threads >= 1, f"--torch-threads must be >= 1, got {args.torch_threads}"),
-        (min(args.learner_hidden, args.critic_hidden) >= 1, "network sizes must be >= 1"),
-        (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA device"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
-    if args.env == "smax":
-        check_map_name(args.map_name)  # imports jaxmarl (~2 s), so only once the cheap checks passed
+    # computed at runtime from the fields above, not settable
+    batch_size: int = field(default=0, init=False)
+    """environment steps per rollout, num_envs x num_steps"""
+    minibatch_envs: int = field(default=0, init=False)
+    """environments per minibatch, num_envs / num_minibatches"""
+    num_iterations: int = field(default=0, init=False)
+    """rollout-and-update iterations, total_timesteps // batch_size"""
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure math: imported by tests/test_mappo_baseline.py
+# ALGO LOGIC: pure math, imported by tests/test_mappo_baseline.py (GAE and value normalisation are
+# magpo_mpe.py's, copied; tests/test_copies.py checks that they still are)
 # ---------------------------------------------------------------------------------------------
 def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
-    """Generalised advantage estimation, per agent (the same function as magpo_mpe.py's).
+    """Generalised advantage estimation, per agent (algorithm.md §8).
 
     rewards, values: (T, B, N); dones: (T, B, 1) or (T, B, N), `dones[t] = 1` when observation t is
     the first of a new episode (CleanRL's convention); next_value (B, N), next_done (B, 1) or (B, N):
@@ -237,39 +197,54 @@ def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda
             nextnonterminal, nextvalues = 1.0 - next_done, next_value
         else:
             nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
-        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
-        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+        td_error = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = td_error + gamma * gae_lambda * nextnonterminal * lastgaelam
     return advantages, advantages + values
 
 
 def normalize(x):
-    """Per-minibatch advantage normalisation over all tokens (as magpo_mpe.py)."""
+    """Per-minibatch advantage normalisation over all tokens (algorithm.md §8)."""
     return (x - x.mean()) / (x.std() + 1e-8)
 
 
 class RunningMeanStd:
-    """Running mean and variance of every value seen (parallel-update formula, as CleanRL's)."""
+    """Running mean and variance of every value seen (parallel-update formula, as CleanRL's), for
+    value normalisation (algorithm.md §6). `enabled=False` makes every method the identity."""
 
-    def __init__(self):
+    def __init__(self, enabled=True):
+        self.enabled = enabled
         self.mean, self.var, self.count = 0.0, 1.0, 1e-4
 
     def update(self, x):
+        if not self.enabled:
+            return
         batch_mean, batch_var, n = x.mean().item(), x.var(unbiased=False).item(), x.numel()
-        delta, total = batch_mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        diff, total = batch_mean - self.mean, self.count + n
+        self.mean += diff * n / total
+        self.var = (self.var * self.count + batch_var * n + diff**2 * self.count * n / total) / total
         self.count = total
 
     def normalize(self, x):
-        return (x - self.mean) / math.sqrt(self.var + 1e-8)
+        return (x - self.mean) / math.sqrt(self.var + 1e-8) if self.enabled else x
 
     def denormalize(self, x):
-        return x * math.sqrt(self.var + 1e-8) + self.mean
+        return x * math.sqrt(self.var + 1e-8) + self.mean if self.enabled else x
 
 
 def ppo_loss(
-    logp, logp_old, advantages, entropy, value, value_old, returns,
-    clip_coef, ent_coef, vf_coef, norm_adv=True, clip_vloss=True,
+    *,
+    logp,
+    logp_old,
+    advantages,
+    entropy,
+    value,
+    value_old,
+    returns,
+    clip_coef,
+    ent_coef,
+    vf_coef,
+    norm_adv=True,
+    clip_vloss=True,
 ):
     """MAPPO's loss: clipped surrogate + clipped value loss - entropy bonus. Returns (loss, stats).
 
@@ -302,16 +277,21 @@ def ppo_loss(
     return loss, stats
 
 
-# Action distributions, as in magpo_mpe.py. `params` is one tensor per token: discrete -> logits
-# (..., A); continuous -> [mean, log_std] (..., 2A) of a Gaussian over the pre-tanh action u.
-# Continuous actions are stored as u; the env gets (tanh(u) + 1) / 2 in [0, 1].
+# Action distributions, magpo_mpe.py's (copied). `params` is one tensor per token: discrete -> logits
+# (..., A), in which unavailable actions already carry MASKED_LOGIT (see `masked_logits`); continuous
+# -> [mean, log_std] (..., 2A) of a Gaussian over the pre-tanh action u. Continuous actions are
+# stored as u; the env gets (tanh(u) + 1) / 2 in [0, 1].
 LOG_2PI = math.log(2 * math.pi)
+# A large finite number rather than -inf: softmax gives the masked actions probability exactly 0
+# (exp(-1e9) underflows in float32 and float64), and the entropy and KL terms p * log p and
+# p * (log p - log q) are then 0 * (finite) = 0, where -inf would give 0 * -inf = nan.
+MASKED_LOGIT = -1e9
 
 
-def mask_logits(logits, legal):
-    """Illegal actions (legal False) get the lowest finite logit: probability exactly 0, while
-    log-probs, entropies and their gradients stay finite (-inf would make 0 * -inf = nan)."""
-    return logits.masked_fill(~legal, torch.finfo(logits.dtype).min)
+def masked_logits(logits, avail):
+    """logits (..., A), avail (..., A) bool -> logits with the unavailable actions at MASKED_LOGIT.
+    At least one action must be available; where all are (envs without masks) nothing changes."""
+    return logits.masked_fill(~avail, MASKED_LOGIT)
 
 
 def dist_sample(params, continuous, deterministic=False):
@@ -342,7 +322,8 @@ def dist_log_prob(params, action, continuous):
 
 
 def dist_entropy(params, continuous):
-    """Categorical: exact. Tanh-Gaussian: no closed form, so the entropy of the pre-tanh Gaussian."""
+    """Categorical: exact, over the available actions (masked ones contribute 0 * finite = 0).
+    Tanh-Gaussian: no closed form, so the entropy of the pre-tanh Gaussian."""
     if continuous:
         _, log_std = params.chunk(2, dim=-1)
         return (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
@@ -351,7 +332,7 @@ def dist_entropy(params, continuous):
 
 
 # ---------------------------------------------------------------------------------------------
-# Networks
+# ALGO LOGIC: networks
 # ---------------------------------------------------------------------------------------------
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
@@ -360,12 +341,11 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 
 def gru_unroll(gru, x, h, starts):
-    """Run `gru` over a sequence whose rows reset at episode starts; exact BPTT (as magpo_mpe.py).
+    """Run `gru` over a sequence whose rows reset at episode starts; exact BPTT.
 
     x (T, M, H) inputs, h (M, H) state before step 0, starts (T, M) bool: row m starts a new
     episode at step t, so its state is zeroed before step t. Rather than a Python loop over T, the
-    fused nn.GRU runs over each stretch with no reset in any row: on MPE and CoordSum every env
-    resets at the same step, so a 128-step sequence is a handful of calls instead of 128.
+    fused nn.GRU runs over each stretch with no reset in any row (docs/benchmarks.md has the gain).
     """
     num_steps = x.shape[0]
     cuts = [0] + (torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist() + [num_steps]
@@ -381,9 +361,9 @@ def gru_unroll(gru, x, h, starts):
 
 
 class Learner(nn.Module):
-    """The actor: magpo_mpe.py's decentralised learner, copied. Recurrent policy pi(a^i | own
-    observation history), parameters shared by all agents: [one-hot id, obs] -> MLP -> GRU -> MLP ->
-    head. The one addition is the optional `legal` mask for envs with illegal actions (SMAX)."""
+    """Decentralised recurrent policy pi(a^i | own observation history), parameters shared by all
+    agents: [one-hot id, obs] -> MLP -> GRU -> MLP -> head (the official architecture, algorithm.md §7).
+    Discrete logits are masked with the agent's own available actions."""
 
     def __init__(self, obs_dim, num_agents, action_dim, continuous, hidden=128):
         super().__init__()
@@ -396,23 +376,23 @@ class Learner(nn.Module):
         if continuous:
             self.log_std = nn.Parameter(torch.zeros(action_dim))
 
-    def forward(self, obs, h, starts, legal=None):
-        """obs (T, B, N, obs_dim), h (B, N, hidden), starts (T, B), legal None or a bool mask that
-        broadcasts to (T, B, N, A) -> params (T, B, N, P), new h."""
+    def forward(self, obs, h, starts, avail=None):
+        """obs (T, B, N, obs_dim), h (B, N, hidden), starts (T, B), avail (T, B, N, A) bool or None
+        -> params (T, B, N, P), new h."""
         T, B, N, _ = obs.shape
         x = self.pre(torch.cat([self.agent_ids.expand(T, B, N, N), obs], dim=-1))  # (T, B, N, hidden)
         x, h = gru_unroll(self.gru, x.reshape(T, B * N, -1), h.reshape(B * N, -1), starts.repeat_interleave(N, dim=1))
         out = self.head(self.post(x)).reshape(T, B, N, -1)
         if self.continuous:
             out = torch.cat([out, self.log_std.expand_as(out)], dim=-1)
-        elif legal is not None:
-            out = mask_logits(out, legal)
+        elif avail is not None:
+            out = masked_logits(out, avail)
         return out, h.reshape(B, N, -1)
 
     @torch.no_grad()
-    def act(self, obs, h, starts, deterministic=False, legal=None):
-        """One decentralised step: obs (B, N, obs_dim) -> action (B, N[, A]), new h."""
-        params, h = self(obs.unsqueeze(0), h, starts.unsqueeze(0), legal)
+    def act(self, obs, h, starts, avail=None, deterministic=False):
+        """One decentralised step: obs (B, N, obs_dim), avail (B, N, A) or None -> action (B, N[, A]), new h."""
+        params, h = self(obs.unsqueeze(0), h, starts.unsqueeze(0), None if avail is None else avail.unsqueeze(0))
         return dist_sample(params[0], self.continuous, deterministic), h
 
 
@@ -448,8 +428,13 @@ class Critic(nn.Module):
         return self.head(self.post(x)).reshape(T, B, N), h.reshape(B, N, -1)
 
 
+def to_env_action(action, continuous):
+    """Policy action -> what the env takes: (tanh(u) + 1) / 2 in [0, 1]^A, or the index, as numpy."""
+    return ((torch.tanh(action) + 1.0) / 2.0).cpu().numpy() if continuous else action.cpu().numpy()
+
+
 # ---------------------------------------------------------------------------------------------
-# Environment glue (ENV-SPECIFIC: everything the main loop needs to know about an environment)
+# INFRA: environment glue (ENV-SPECIFIC: everything the main loop needs to know about an environment)
 # ---------------------------------------------------------------------------------------------
 def task_name(args):
     """The run-name prefix plot.py groups by: simple_spread_{N}ag, coordsum_{scenario} or the SMAX
@@ -462,100 +447,145 @@ def task_name(args):
 
 
 def make_envs(args, num_envs, seed):
-    """A batch of `num_envs` environments with the interface of utils.mpe.SimpleSpreadVec:
-    reset() -> obs (B, N, obs_dim); step(actions) -> obs, rewards (B, N), dones (B,), info with
-    `episode_return` and `episode_length` (SMAX: and `won`); state() -> (B, state_dim); and
-    num_agents, obs_dim, state_dim, action_dim, continuous_actions. MPE and CoordSum hand back numpy
-    arrays, SMAX torch tensors: the main loop takes either (torch.as_tensor, np.asarray)."""
+    """A batch of `num_envs` environments of `--env`, from that wrapper's `make_env` (every wrapper has
+    the interface of utils/__init__.py). The env modules are imported here, so an MPE run never
+    imports JAX."""
     if args.env == "mpe":
-        return make_env(
-            args.env_backend, num_envs, num_agents=args.num_agents, continuous_actions=args.continuous_actions,
-            local_ratio=args.local_ratio, max_cycles=args.max_cycles, seed=seed,
+        from utils.mpe import make_env
+
+        task = dict(
+            backend=args.env_backend,
+            num_agents=args.num_agents,
+            continuous_actions=args.continuous_actions,
+            local_ratio=args.local_ratio,
+            max_cycles=args.max_cycles,
         )
-    if args.env == "smax":
-        envs = make_smax_env(args.map_name, num_envs, seed=seed)
-        envs.continuous_actions = False
-        return envs
-    return CoordSumVec(num_envs, args.scenario, history=args.coordsum_history, seed=seed, obs_encoding=args.coordsum_obs)
+    elif args.env == "coordsum":
+        from utils.coordsum import make_env
+
+        task = dict(
+            scenario=args.scenario,
+            history=args.coordsum_history,
+            max_steps=args.max_steps,
+            obs_encoding=args.coordsum_obs,
+        )
+    else:
+        from utils.smax import make_env
+
+        task = dict(map_name=args.map_name)
+    return make_env(num_envs, seed=seed, **task)
 
 
-def legal_actions(envs, device):
-    """(B, N, A) bool: the actions each agent may take now, or None for continuous actions.
-    MPE and CoordSum allow every action; SMAX returns its mask (attacks out of range, a dead
-    agent's everything but `stop`)."""
-    if envs.continuous_actions:
-        return None
-    if hasattr(envs, "avail_actions"):
-        return envs.avail_actions().to(device)
-    return torch.ones(envs.num_envs, envs.num_agents, envs.action_dim, dtype=torch.bool, device=device)
-
-
-def to_env_action(action, continuous):
-    """Policy action -> what the env takes: (tanh(u) + 1) / 2 in [0, 1]^A (simple_spread's box), or the index."""
-    return ((torch.tanh(action) + 1.0) / 2.0).cpu().numpy() if continuous else action.cpu().numpy()
-
-
-def finished_episodes(info, done):
-    """Means over the episodes that ended at this step: return, length and, where the env reports
-    wins (SMAX), the win rate. `done` (B,) bool with at least one True."""
-    done = np.asarray(done)
-    stats = {key: float(np.asarray(info[key])[done].astype(np.float64).mean())
-             for key in ("episode_return", "episode_length", "won") if key in info}
-    return stats
-
-
-def random_policy_score(eval_envs, device, generator):
-    """Mean return and win rate (None where the env has no wins) of uniformly random (legal) actions
-    over one episode per eval env: the floor to beat."""
-    B, N = eval_envs.num_envs, eval_envs.num_agents
-    eval_envs.reset()
-    finished, episode_return, won = np.zeros(B, dtype=bool), np.zeros(B), np.zeros(B, dtype=bool)
-    while not finished.all():
-        if eval_envs.continuous_actions:
-            action = torch.rand((B, N, eval_envs.action_dim), generator=generator).numpy()
-        else:
-            legal = legal_actions(eval_envs, "cpu").float()  # (B, N, A)
-            action = torch.multinomial(legal.reshape(B * N, -1), 1, generator=generator).reshape(B, N).numpy()
-        _, _, dones, info = eval_envs.step(action)
-        dones = np.asarray(dones)
-        newly = dones & ~finished
-        episode_return[newly] = np.asarray(info["episode_return"])[newly]
-        if "won" in info:
-            won[newly] = np.asarray(info["won"])[newly]
-        finished |= dones
-    return float(episode_return.mean()), (float(won.mean()) if "won" in info else None)
-
-
+# ---------------------------------------------------------------------------------------------
+# INFRA: evaluation (algorithm.md §10) and input checks; skip on a first read
+# ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, record=None):
+def evaluate(policy, eval_envs, device, hidden_size, deterministic=False):
     """Undiscounted returns (B,) and win flags (B,) (None where the env has no wins) of the actor
     over one episode in each of the B eval envs, acting decentralised (own observation history and
-    own legal actions only) and sampling actions as the paper does (`deterministic` takes the mode
-    instead). The same protocol as the MAGPO scripts' learner evaluation. `record`, if a list,
-    receives env 0's observations (N, obs_dim) at every step of its episode, the final one included
-    (for GIFs)."""
+    own available actions only) and sampling actions as the paper does (`deterministic` takes the
+    mode instead). The same protocol as the MAGPO scripts' learner evaluation."""
     B, N = eval_envs.num_envs, eval_envs.num_agents
-    obs = torch.as_tensor(eval_envs.reset()).to(device)
+    obs = torch.from_numpy(eval_envs.reset()).to(device)
     h = torch.zeros(B, N, hidden_size, device=device)
     starts = torch.ones(B, dtype=torch.bool, device=device)
     finished = np.zeros(B, dtype=bool)
     episode_return, won = np.zeros(B, dtype=np.float64), np.zeros(B, dtype=bool)
     while not finished.all():
-        if record is not None and not finished[0]:
-            record.append(obs[0].cpu().numpy())
-        action, h = policy.act(obs, h, starts, deterministic, legal_actions(eval_envs, device))
+        avail = torch.from_numpy(eval_envs.avail_actions()).to(device)
+        action, h = policy.act(obs, h, starts, avail, deterministic)
         next_obs, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
-        dones = np.asarray(dones)
-        if record is not None and dones[0] and not finished[0]:
-            record.append(np.asarray(info["final_obs"][0]))
         newly = dones & ~finished
-        episode_return[newly] = np.asarray(info["episode_return"])[newly]
-        if "won" in info:
-            won[newly] = np.asarray(info["won"])[newly]
+        episode_return[newly] = info["episode_return"][newly]
+        if eval_envs.has_wins:
+            won[newly] = info["won"][newly]
         finished |= dones
-        obs = torch.as_tensor(next_obs).to(device)
-        starts = torch.as_tensor(dones).to(device)
-    return episode_return, (won if "won" in info else None)
+        obs = torch.from_numpy(next_obs).to(device)
+        starts = torch.from_numpy(dones).to(device)
+    return episode_return, (won if eval_envs.has_wins else None)
+
+
+def evaluate_and_log(learner, eval_envs, device, args, writer, step, video_dir=None):
+    """Evaluate the actor once, log and print the result; returns its score for keeping the best
+    actor: (win rate, return) where the env has wins (ties broken by the return, as magpo_smax.py),
+    else (return,)."""
+    episode_return, won = evaluate(learner, eval_envs, device, args.learner_hidden)
+    if video_dir is not None:  # eval_envs is an EpisodeRecorder: draw the actor's first episode
+        save_gif(eval_envs.episode, f"{video_dir}/learner_step{step}.gif", title=f"actor, step {step}")
+    writer.add_scalar("eval/learner_return", episode_return.mean(), step)
+    if won is None:
+        print(f"global_step={step}, eval/learner_return={episode_return.mean():.3f}")
+        return (episode_return.mean(),)
+    writer.add_scalar("eval/win_rate", won.mean(), step)
+    print(f"global_step={step}, eval/win_rate={won.mean():.3f}, eval/learner_return={episode_return.mean():.3f}")
+    return (won.mean(), episode_return.mean())
+
+
+def absolute_metric(best_learner, eval_envs, device, args, writer, step):
+    """The paper's absolute metric (algorithm.md §10): the best evaluated actor re-scored on 10x the episodes."""
+    scores = [evaluate(best_learner, eval_envs, device, args.learner_hidden) for _ in range(10)]
+    absolute = np.concatenate([r for r, _ in scores]).mean()
+    writer.add_scalar("eval/absolute_learner_return", absolute, step)
+    if not eval_envs.has_wins:
+        print(f"absolute metric: best actor over {10 * args.num_eval_episodes} episodes: return {absolute:.3f}")
+        return
+    absolute_win_rate = np.concatenate([w for _, w in scores]).mean()
+    writer.add_scalar("eval/absolute_win_rate", absolute_win_rate, step)
+    print(
+        f"absolute metric: best actor over {10 * args.num_eval_episodes} episodes: "
+        f"win rate {absolute_win_rate:.3f}, return {absolute:.3f}"
+    )
+
+
+def validate_args(args: Args) -> None:
+    """Reject bad input before any environment or network is built (raises ValueError)."""
+    # ENV-SPECIFIC checks first: a flag of another env, changed from its default, would be ignored
+    if args.env not in ENV_FLAGS:
+        raise ValueError(f"unknown --env {args.env!r}; choose one of {list(ENV_FLAGS)}")
+    defaults = {f.name: f.default for f in fields(Args)}
+    for env, names in ENV_FLAGS.items():
+        for name in names:
+            if env != args.env and getattr(args, name) != defaults[name]:
+                raise ValueError(f"--{name.replace('_', '-')} is a flag of --env {env}, not of --env {args.env}")
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "max_cycles", "max_steps",
+                 "eval_interval", "num_eval_episodes", "torch_threads"):  # fmt: skip
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    checks = [
+        (args.num_agents >= 2, f"--num-agents must be >= 2, got {args.num_agents}"),
+        (0.0 <= args.local_ratio <= 1.0, f"--local-ratio must be in [0, 1], got {args.local_ratio}"),
+        (args.scenario in SCENARIOS, f"unknown --scenario {args.scenario!r}; choose one of {sorted(SCENARIOS)}"),
+        (
+            args.env == "mpe" or not args.capture_video,
+            f"--capture-video is not available for --env {args.env}: this repository has no {args.env} renderer",
+        ),
+        # the rest holds for every environment
+        (
+            args.num_envs % args.num_minibatches == 0,
+            f"--num-envs ({args.num_envs}) must be divisible by --num-minibatches ({args.num_minibatches}): "
+            "minibatches are groups of whole environment sequences",
+        ),
+        (
+            args.total_timesteps >= args.num_envs * args.num_steps,
+            f"--total-timesteps ({args.total_timesteps}) must be at least one rollout "
+            f"(--num-envs x --num-steps = {args.num_envs * args.num_steps})",
+        ),
+        (args.learning_rate > 0.0, f"--learning-rate must be > 0, got {args.learning_rate}"),
+        (args.clip_coef > 0.0, f"--clip-coef must be > 0, got {args.clip_coef}"),
+        (0.0 < args.gamma <= 1.0, f"--gamma must be in (0, 1], got {args.gamma}"),
+        (0.0 <= args.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"),
+        (args.ent_coef >= 0.0 and args.vf_coef >= 0.0, "--ent-coef and --vf-coef must be >= 0"),
+        (args.max_grad_norm > 0.0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
+        (min(args.learner_hidden, args.critic_hidden) >= 1, "network sizes must be >= 1"),
+        (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA device"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    if args.env == "smax":
+        from utils.smax import check_map_name
+
+        check_map_name(args.map_name)  # imports jaxmarl (~2 s), so only once the cheap checks passed
 
 
 if __name__ == "__main__":
@@ -569,8 +599,13 @@ if __name__ == "__main__":
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_envs = args.num_envs // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_iterations * args.batch_size != args.total_timesteps:
+        print(
+            f"note: --total-timesteps {args.total_timesteps} is rounded down to {args.num_iterations} rollouts of "
+            f"{args.batch_size} steps = {args.num_iterations * args.batch_size} steps"
+        )
 
-    # Seeding
+    # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -588,73 +623,71 @@ if __name__ == "__main__":
     critic_dim = obs_dim if args.ippo else envs.state_dim
 
     run_name = f"{task_name(args)}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    # INFRA: tracking
     if args.track:
         try:
             import wandb
         except ImportError:
             sys.exit("error: --track needs Weights and Biases: pip install wandb")
         wandb.init(
-            project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-            config=vars(args), name=run_name, save_code=True,
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
         )
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
     )
+    print(f"run directory: runs/{run_name} (tensorboard --logdir runs)")
+    if args.capture_video:
+        eval_envs = EpisodeRecorder(eval_envs)
+    video_dir = f"runs/{run_name}/videos" if args.capture_video else None
+    if video_dir is not None:
+        os.makedirs(video_dir, exist_ok=True)
 
     learner = Learner(obs_dim, N, action_dim, continuous, args.learner_hidden).to(device)
     critic = Critic(critic_dim, N, args.critic_hidden).to(device)
     # One Adam over both networks: they share no parameters and Adam is per-parameter, so this is
     # two optimisers with one learning rate; the gradient norms are clipped per network below.
     optimizer = torch.optim.Adam([*learner.parameters(), *critic.parameters()], lr=args.learning_rate, eps=1e-5)
-    value_norm = RunningMeanStd() if args.norm_value else None
+    value_norm = RunningMeanStd(enabled=args.norm_value)
 
-    # Rollout storage, (T, B, N, ...) with T = num_steps
+    # ALGO LOGIC: rollout storage, (T, B, N, ...) with T = num_steps
     T, B = args.num_steps, args.num_envs
     action_shape = (action_dim,) if continuous else ()
     obs = torch.zeros((T, B, N, obs_dim), device=device)
     states = torch.zeros((T, B, envs.state_dim), device=device)
-    legal = None if continuous else torch.ones((T, B, N, action_dim), dtype=torch.bool, device=device)
+    avails = torch.zeros((T, B, N, action_dim), device=device, dtype=torch.bool)
     actions = torch.zeros((T, B, N, *action_shape), device=device, dtype=torch.float32 if continuous else torch.long)
     logprobs = torch.zeros((T, B, N), device=device)
     rewards = torch.zeros((T, B, N), device=device)
     starts = torch.zeros((T, B), device=device, dtype=torch.bool)
     values = torch.zeros((T, B, N), device=device)
 
-    random_return, random_win_rate = random_policy_score(eval_envs, device, torch.Generator().manual_seed(args.seed))
-    print(f"random policy: eval return {random_return:.2f}" + ("" if random_win_rate is None else f", win rate {random_win_rate:.3f}"))
-    writer.add_scalar("eval/random_return", random_return, 0)
-    if random_win_rate is not None:
+    # INFRA: the random-policy floor and the step-0 evaluation
+    random_return, random_win_rate = random_policy_score(eval_envs, seed=args.seed)
+    if random_win_rate is None:
+        print(f"random policy: eval return {random_return:.3f}")
+    else:
+        print(f"random policy: eval return {random_return:.3f}, win rate {random_win_rate:.3f}")
         writer.add_scalar("eval/random_win_rate", random_win_rate, 0)
+    writer.add_scalar("eval/random_return", random_return, 0)
 
-    def run_evaluation(step):
-        """Log the actor's evaluation; returns its score for keeping the best actor: (win rate,
-        return) where the env has wins (ties broken by the return, as magpo_smax.py), else (return,)."""
-        episode = [] if args.capture_video else None
-        episode_return, won = evaluate(learner, eval_envs, device, args.learner_hidden, record=episode)
-        if args.capture_video:
-            os.makedirs(f"runs/{run_name}/videos", exist_ok=True)
-            save_gif(episode, f"runs/{run_name}/videos/learner_step{step}.gif", title=f"actor, step {step}")
-        writer.add_scalar("eval/learner_return", episode_return.mean(), step)
-        if won is None:
-            print(f"global_step={step}, eval/learner_return={episode_return.mean():.2f}")
-            return (episode_return.mean(),)
-        writer.add_scalar("eval/win_rate", won.mean(), step)
-        print(f"global_step={step}, eval/win_rate={won.mean():.3f}, eval/learner_return={episode_return.mean():.3f}")
-        return (won.mean(), episode_return.mean())
-
-    # Start the game
+    # TRY NOT TO MODIFY: start the game
     global_step = 0
     start_time = time.time()
-    next_obs = torch.as_tensor(envs.reset(seed=args.seed)).to(device)  # (B, N, obs_dim)
-    next_state = torch.as_tensor(envs.state()).to(device)  # (B, state_dim)
-    next_legal = legal_actions(envs, device)  # (B, N, A) or None
+    next_obs = torch.from_numpy(envs.reset(seed=args.seed)).to(device)  # (B, N, obs_dim)
+    next_state = torch.from_numpy(envs.state()).to(device)  # (B, state_dim)
+    next_avail = torch.from_numpy(envs.avail_actions()).to(device)  # (B, N, A)
     next_start = torch.ones(B, dtype=torch.bool, device=device)
     actor_h = torch.zeros(B, N, args.learner_hidden, device=device)
     critic_h = torch.zeros(B, N, args.critic_hidden, device=device)
-    best_score = run_evaluation(0)
-    best_learner = copy.deepcopy(learner.state_dict())
+    best_score = evaluate_and_log(learner, eval_envs, device, args, writer, 0, video_dir)
+    best_learner = copy.deepcopy(learner)
     next_eval = args.eval_interval
 
     for iteration in range(1, args.num_iterations + 1):
@@ -663,13 +696,12 @@ if __name__ == "__main__":
         # BPTT in the update starts from the recurrent states at the rollout's start.
         actor_h0, critic_h0 = actor_h.clone(), critic_h.clone()
 
+        # ALGO LOGIC: rollout with the actor
         for step in range(T):
             global_step += B
-            obs[step], states[step], starts[step] = next_obs, next_state, next_start
-            if legal is not None:
-                legal[step] = next_legal
+            obs[step], states[step], avails[step], starts[step] = next_obs, next_state, next_avail, next_start
             with torch.no_grad():
-                params, actor_h = learner(next_obs.unsqueeze(0), actor_h, next_start.unsqueeze(0), next_legal)
+                params, actor_h = learner(next_obs.unsqueeze(0), actor_h, next_start.unsqueeze(0), next_avail.unsqueeze(0))
                 action = dist_sample(params[0], continuous)  # (B, N[, A])
                 logprob = dist_log_prob(params[0], action, continuous)  # (B, N)
                 value, critic_h = critic(
@@ -678,55 +710,57 @@ if __name__ == "__main__":
             actions[step], logprobs[step], values[step] = action, logprob, value[0]
 
             next_obs, reward, done, info = envs.step(to_env_action(action, continuous))
-            rewards[step] = torch.as_tensor(reward).to(device)
-            next_obs = torch.as_tensor(next_obs).to(device)
-            next_state = torch.as_tensor(envs.state()).to(device)
-            next_legal = legal_actions(envs, device)
-            next_start = torch.as_tensor(done).to(device)
+            rewards[step] = torch.from_numpy(reward).to(device)
+            next_obs = torch.from_numpy(next_obs).to(device)
+            next_state = torch.from_numpy(envs.state()).to(device)
+            next_avail = torch.from_numpy(envs.avail_actions()).to(device)
+            next_start = torch.from_numpy(done).to(device)
             if done.any():
-                episodes = finished_episodes(info, done)
-                writer.add_scalar("charts/episodic_return", episodes["episode_return"], global_step)
-                writer.add_scalar("charts/episodic_length", episodes["episode_length"], global_step)
-                if "won" in episodes:
-                    writer.add_scalar("charts/win_rate", episodes["won"], global_step)
+                writer.add_scalar("charts/episodic_return", info["episode_return"][done].mean(), global_step)
+                writer.add_scalar("charts/episodic_length", info["episode_length"][done].mean(), global_step)
+                if envs.has_wins:
+                    writer.add_scalar("charts/win_rate", info["won"][done].mean(), global_step)
 
-        # Per-agent GAE from the critic's per-agent values
+        # ALGO LOGIC: per-agent GAE from the critic's per-agent values
         with torch.no_grad():
             next_value, _ = critic(
                 critic_inputs(next_obs, next_state, args.ippo).unsqueeze(0), critic_h, next_start.unsqueeze(0)
             )
-            next_value = next_value[0]  # (B, N)
-            if value_norm is not None:  # the critic predicts standardised returns
-                raw_values, next_value = value_norm.denormalize(values), value_norm.denormalize(next_value)
-            else:
-                raw_values = values
+            # With --norm-value the critic predicts standardised returns (identity otherwise).
+            raw_values, next_value = value_norm.denormalize(values), value_norm.denormalize(next_value[0])
             dones = starts.float().unsqueeze(-1)  # (T, B, 1)
             advantages, returns = compute_gae(
                 rewards, raw_values, dones, next_value, next_start.float().unsqueeze(-1), args.gamma, args.gae_lambda
             )
-            if value_norm is not None:
-                value_norm.update(returns)
-                value_targets = value_norm.normalize(returns)
-            else:
-                value_targets = returns
+            value_norm.update(returns)
+            value_targets = value_norm.normalize(returns)
             critic_in = critic_inputs(obs, states, args.ippo)  # (T, B, N, critic_dim)
 
-        # Update: epochs x minibatches of whole environment sequences, BPTT from the stored states
+        # ALGO LOGIC: update: epochs x minibatches of whole environment sequences, BPTT from the stored states
         env_inds = np.arange(B)
         stats_sum = {}
-        num_updates = 0
+        num_minibatch_steps = 0
         for epoch in range(args.update_epochs):
             np.random.shuffle(env_inds)
             for begin in range(0, B, args.minibatch_envs):
                 mb = torch.from_numpy(env_inds[begin : begin + args.minibatch_envs]).to(device)
                 mb_starts = starts[:, mb]
-                params, _ = learner(obs[:, mb], actor_h0[mb], mb_starts, None if legal is None else legal[:, mb])
+                params, _ = learner(obs[:, mb], actor_h0[mb], mb_starts, avails[:, mb])
                 new_logp = dist_log_prob(params, actions[:, mb], continuous)  # (T, M, N)
                 new_value, _ = critic(critic_in[:, mb], critic_h0[mb], mb_starts)  # (T, M, N)
                 loss, stats = ppo_loss(
-                    new_logp, logprobs[:, mb], advantages[:, mb], dist_entropy(params, continuous),
-                    new_value, values[:, mb], value_targets[:, mb],
-                    args.clip_coef, args.ent_coef, args.vf_coef, args.norm_adv, args.clip_vloss,
+                    logp=new_logp,
+                    logp_old=logprobs[:, mb],
+                    advantages=advantages[:, mb],
+                    entropy=dist_entropy(params, continuous),
+                    value=new_value,
+                    value_old=values[:, mb],
+                    returns=value_targets[:, mb],
+                    clip_coef=args.clip_coef,
+                    ent_coef=args.ent_coef,
+                    vf_coef=args.vf_coef,
+                    norm_adv=args.norm_adv,
+                    clip_vloss=args.clip_vloss,
                 )
                 optimizer.zero_grad()
                 loss.backward()
@@ -736,50 +770,40 @@ if __name__ == "__main__":
 
                 for key, value in stats.items():
                     stats_sum[key] = stats_sum.get(key, 0.0) + value
-                num_updates += 1
+                num_minibatch_steps += 1
 
         y_pred, y_true = raw_values.flatten().cpu().numpy(), returns.flatten().cpu().numpy()
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
         writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
         for key, total in stats_sum.items():
-            writer.add_scalar(f"losses/{key}", total / num_updates, global_step)
+            writer.add_scalar(f"losses/{key}", total / num_minibatch_steps, global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         sps = int(global_step / (time.time() - start_time))
         writer.add_scalar("charts/SPS", sps, global_step)
         print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} SPS={sps}")
 
+        # INFRA: periodic evaluation, keeping the best actor for the absolute metric
         if global_step >= next_eval or iteration == args.num_iterations:
             next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
-            score = run_evaluation(global_step)
+            score = evaluate_and_log(learner, eval_envs, device, args, writer, global_step, video_dir)
             if score > best_score:
-                best_score, best_learner = score, copy.deepcopy(learner.state_dict())
+                best_score, best_learner = score, copy.deepcopy(learner)
 
-    # Absolute metric: the best evaluated actor, re-scored on 10x the episodes.
-    final_learner = copy.deepcopy(learner.state_dict())
-    learner.load_state_dict(best_learner)
-    scores = [evaluate(learner, eval_envs, device, args.learner_hidden) for _ in range(10)]
-    absolute = np.concatenate([r for r, _ in scores]).mean()
-    writer.add_scalar("eval/absolute_learner_return", absolute, global_step)
-    if random_win_rate is None:
-        print(f"absolute metric: best actor over {10 * args.num_eval_episodes} episodes = {absolute:.2f}")
-    else:
-        absolute_win_rate = np.concatenate([w for _, w in scores]).mean()
-        writer.add_scalar("eval/absolute_win_rate", absolute_win_rate, global_step)
-        print(
-            f"absolute metric: best actor over {10 * args.num_eval_episodes} episodes: "
-            f"win rate {absolute_win_rate:.3f}, return {absolute:.3f}"
-        )
-    learner.load_state_dict(final_learner)
-
+    # INFRA: absolute metric and saving
+    absolute_metric(best_learner, eval_envs, device, args, writer, global_step)
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
-        torch.save(
-            {"script": "mappo_baseline.py", "args": asdict(args), "learner": learner.state_dict(),
-             "best_learner": best_learner, "critic": critic.state_dict()},
-            model_path,
-        )
+        checkpoint = {
+            "script": os.path.basename(__file__),
+            "args": asdict(args),
+            "learner": learner.state_dict(),
+            "best_learner": best_learner.state_dict(),
+            "critic": critic.state_dict(),
+        }
+        torch.save(checkpoint, model_path)
         print(f"model saved to {model_path}")
 
     envs.close()

@@ -1,6 +1,7 @@
 """What the end-to-end tests of the training scripts share: run a script as a user would, find its
 run directory, read its TensorBoard scalars."""
 
+import dataclasses
 import glob
 import os
 import subprocess
@@ -46,24 +47,71 @@ def assert_same_numbers(run_dirs, prefixes=("losses/", "eval/", "magpo/")):
         assert logs[0][tag] == logs[1][tag], tag
 
 
-def same_seed_run_dirs(run, args, tmp_path):
-    """Run `run(args + --seed 7, cwd)` twice in fresh directories; their two run directories."""
-    dirs = []
-    for name in ("a", "b"):
-        cwd = tmp_path / name
-        cwd.mkdir()
-        result = run([*args, "--seed", "7"], cwd)
-        assert result.returncode == 0, result.stderr[-3000:]
-        dirs.append(only_run_dir(cwd))
-    return dirs
+# The training scripts' tiny runs: every script and env, shared by the test modules that run them
+TINY = [
+    "--total-timesteps", "256", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
+    "--update-epochs", "2", "--eval-interval", "128", "--num-eval-episodes", "2", "--learner-hidden", "16",
+]  # fmt: skip
+# SMAX episodes last up to 101 steps: 2 rollouts of 64 steps end some; 4 eval envs = 4 train envs,
+# so the evaluation batch reuses the training batch's compiled step
+TINY_SMAX = [*TINY[:6], "--num-steps", "64", *TINY[8:], "--total-timesteps", "512", "--eval-interval", "256",
+             "--num-eval-episodes", "4"]  # fmt: skip
+MAGPO_NETS = ["--guider-dim", "16"]
+COORDSUM = ["--max-steps", "20"]  # 20-step episodes: several end in a tiny run
 
-
-# What every MAGPO training script logs (magpo_mpe.py, magpo_coordsum.py, magpo_smax.py; SMAX adds win rates).
+# What every MAGPO script logs; SMAX adds win rates; the baseline logs PPO's losses instead.
 MAGPO_TAGS = {
     "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
     "losses/guider_pg_loss", "losses/guider_kl_loss", "losses/value_loss", "losses/entropy",
-    "losses/guider_loss", "losses/learner_rl_loss", "losses/learner_bc_kl", "losses/learner_loss",
+    "losses/guider_loss", "losses/learner_rl_loss", "losses/learner_loss",
     "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
     "magpo/out_of_band_frac", "magpo/kl_guider_learner", "magpo/learner_clipfrac",
     "eval/learner_return", "eval/guider_return", "eval/random_return", "eval/absolute_learner_return",
-}
+}  # fmt: skip
+WIN_TAGS = {"charts/win_rate", "eval/win_rate", "eval/random_win_rate", "eval/absolute_win_rate"}
+MAPPO_TAGS = {
+    "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
+    "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
+    "losses/explained_variance", "eval/learner_return", "eval/random_return", "eval/absolute_learner_return",
+}  # fmt: skip
+
+
+@dataclasses.dataclass
+class Case:
+    script: str
+    args: list
+    prefix: str  # run directory name before the seed
+    tags: set
+    model: str  # the model file --save-model writes
+    networks: tuple  # what the model holds besides the args
+    eval_steps: list
+
+    @property
+    def fast_compile(self):
+        return "smax" in self.prefix or "2s3z" in self.prefix
+
+
+CASES = {
+    "magpo_mpe": Case("magpo_mpe.py", TINY + MAGPO_NETS, "simple_spread_3ag__magpo_mpe", MAGPO_TAGS,
+                      "magpo_mpe.cleanrl_model", ("learner", "best_learner", "guider"), [0, 128, 256]),
+    "magpo_coordsum": Case("magpo_coordsum.py", TINY + MAGPO_NETS + COORDSUM, "coordsum_3x10__magpo_coordsum",
+                           MAGPO_TAGS, "magpo_coordsum.cleanrl_model", ("learner", "best_learner", "guider"),
+                           [0, 128, 256]),
+    "magpo_smax": Case("magpo_smax.py", TINY_SMAX + MAGPO_NETS, "2s3z__magpo_smax",
+                       MAGPO_TAGS | WIN_TAGS | {"eval/guider_win_rate"}, "magpo_smax.cleanrl_model",
+                       ("learner", "best_learner", "guider"), [0, 256, 512]),
+    "mappo_mpe": Case("mappo_baseline.py", TINY + ["--critic-hidden", "16"], "simple_spread_3ag__mappo_baseline",
+                      MAPPO_TAGS, "mappo_baseline.cleanrl_model", ("learner", "best_learner", "critic"),
+                      [0, 128, 256]),
+    "mappo_coordsum": Case("mappo_baseline.py", TINY + ["--critic-hidden", "16", "--env", "coordsum"] + COORDSUM,
+                           "coordsum_3x10__mappo_baseline", MAPPO_TAGS, "mappo_baseline.cleanrl_model",
+                           ("learner", "best_learner", "critic"), [0, 128, 256]),
+    "mappo_smax": Case("mappo_baseline.py", TINY_SMAX + ["--critic-hidden", "16", "--env", "smax"],
+                       "2s3z__mappo_baseline", MAPPO_TAGS | WIN_TAGS, "mappo_baseline.cleanrl_model",
+                       ("learner", "best_learner", "critic"), [0, 256, 512]),
+}  # fmt: skip
+
+
+def run_case(case, args, cwd, timeout=300):
+    """Run a case's script with its tiny arguments and `args` from `cwd`."""
+    return run_script(case.script, [*case.args, *args], cwd, timeout=timeout, fast_compile=case.fast_compile)

@@ -5,7 +5,7 @@ auto-reset, seeding, input checks)."""
 import numpy as np
 import pytest
 
-from utils.coordsum import SCENARIOS, CoordSumVec
+from utils.coordsum import SCENARIOS, CoordSumVec, make_env
 
 T = 100
 
@@ -335,3 +335,21 @@ def test_onehot_encoding_matches_raw_targets_and_rewards():
         np.testing.assert_array_equal(d_raw, d_hot)
     with pytest.raises(ValueError, match="obs_encoding"):
         CoordSumVec(2, obs_encoding="binary")
+
+
+def test_make_env_passes_every_argument_on():
+    # make_env(num_envs, seed=None, **task): the common signature of every utils module
+    env = make_env(3, 4, scenario="5x20", history="full", max_steps=7, obs_encoding="onehot")
+    assert type(env) is CoordSumVec
+    assert (env.num_envs, env.scenario, env.history, env.max_steps, env.obs_encoding) == (3, "5x20", "full", 7, "onehot")
+    ref = CoordSumVec(3, "5x20", history="full", max_steps=7, seed=4, obs_encoding="onehot")
+    np.testing.assert_array_equal(env.reset(), ref.reset())
+    rng = np.random.default_rng(0)
+    for _ in range(10):  # crosses an auto-reset
+        actions = uniform_random(env, rng)
+        (*ours, info), (*theirs, ref_info) = env.step(actions), ref.step(actions)
+        assert info.keys() == ref_info.keys()
+        for a, b in zip([*ours, *info.values()], [*theirs, *ref_info.values()]):
+            np.testing.assert_array_equal(a, b)
+    default = make_env(2)
+    assert (default.scenario, default.history, default.max_steps, default.obs_encoding) == ("3x10", "official", 100, "raw")

@@ -1,5 +1,6 @@
-"""Unit tests of the math in magpo_mpe.py: GAE, the guider and learner losses, the action
-distributions, and the networks' consistency between sampling (rollout) and training (BPTT)."""
+"""Unit tests of the math in magpo_mpe.py (the same functions in every MAGPO script, see
+tests/test_copies.py): GAE, the guider and learner losses, the action distributions with their
+action masks, and the networks' consistency between sampling (rollout) and training (BPTT)."""
 
 import math
 
@@ -7,21 +8,26 @@ import numpy as np
 import pytest
 import torch
 
+import magpo_smax
 from magpo_mpe import (
     Guider,
     Learner,
     RunningMeanStd,
     compute_gae,
+    dist_entropy,
     dist_kl,
     dist_log_prob,
     dist_sample,
-    guider_loss,
     gru_unroll,
+    guider_loss,
     learner_loss,
+    masked_logits,
+    random_perm,
     tanh_gaussian_log_prob,
     to_agents,
     to_positions,
 )
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_float64():
@@ -106,8 +112,8 @@ def test_guider_loss_inside_band_equals_ppo():
     # every token strictly inside the band: |log mu - log pi| < log delta
     logp = (logp_learner + (torch.rand(64) * 2 - 1) * 0.9 * math.log(delta)).requires_grad_()
     kl = torch.rand(64)  # must be masked out entirely
-    loss, stats = guider_loss(logp, tok["logp_behaviour"], logp_learner, tok["advantages"], kl, tok["entropy"],
-                              tok["value"], tok["value_old"], tok["returns"], eps, delta, 0.01, 0.5, norm_adv=False)
+    loss, stats = guider_loss(logp=logp, logp_learner=logp_learner, kl_to_learner=kl, **tok, clip_coef=eps, delta=delta,
+                              ent_coef=0.01, vf_coef=0.5, norm_adv=False)
     ref = ppo_reference(logp, tok["logp_behaviour"], tok["advantages"], tok["value"], tok["value_old"],
                         tok["returns"], tok["entropy"], eps, 0.01, 0.5)
     assert stats["out_of_band_frac"] == 0.0 and stats["guider_kl_loss"] == 0.0
@@ -119,10 +125,11 @@ def test_guider_loss_inside_band_equals_ppo():
 
 def _pg_grad(logp_value, logp_learner_value, logp_old_value, adv_value, delta=1.5, eps=0.2):
     logp = torch.tensor([logp_value], requires_grad=True)
-    one = torch.ones(1)
-    loss, stats = guider_loss(logp, torch.tensor([logp_old_value]), torch.tensor([logp_learner_value]),
-                              torch.tensor([adv_value]), torch.zeros(1), torch.zeros(1),
-                              torch.zeros(1), torch.zeros(1), torch.zeros(1), eps, delta, 0.0, 0.0, norm_adv=False)
+    zero = torch.zeros(1)
+    loss, stats = guider_loss(logp=logp, logp_behaviour=torch.tensor([logp_old_value]),
+                              logp_learner=torch.tensor([logp_learner_value]), advantages=torch.tensor([adv_value]),
+                              kl_to_learner=zero, entropy=zero, value=zero, value_old=zero, returns=zero,
+                              clip_coef=eps, delta=delta, ent_coef=0.0, vf_coef=0.0, norm_adv=False)
     (grad,) = torch.autograd.grad(loss, logp)
     return grad.item(), stats
 
@@ -131,7 +138,7 @@ def _pg_grad(logp_value, logp_learner_value, logp_old_value, adv_value, delta=1.
 def test_guider_loss_outside_band_blocks_push_away(ratio_to_behaviour):
     """Outside [1/delta, delta] (with the PPO ratio inside its own clip range, as in the first
     epoch), the policy-gradient term never moves mu further from the learner."""
-    log_delta, logp = math.log(1.5), math.log(0.3)
+    logp = math.log(0.3)
     logp_old = logp - math.log(ratio_to_behaviour)
     # mu/pi = 2.5 > delta and A > 0: raising mu would push away -> zero gradient
     grad, stats = _pg_grad(logp, logp - math.log(2.5), logp_old, +1.0)
@@ -145,7 +152,16 @@ def test_guider_loss_outside_band_blocks_push_away(ratio_to_behaviour):
     assert grad > 0.0
     grad, _ = _pg_grad(logp, logp + math.log(2.5), logp_old, +1.0)
     assert grad < 0.0
-    assert log_delta > 0
+
+
+def test_guider_loss_outside_band_keeps_the_gradient_where_ppo_ratio_is_past_its_clip():
+    """The exception stated in guider_loss's comment: when the PPO ratio mu/beta is itself past its
+    clip on the side the advantage favours, the unclipped term r * A is the smaller one inside the
+    min() and keeps its gradient, even with mu outside the band, pushing further from the learner."""
+    logp = math.log(0.3)
+    # mu/pi = 2.5 > delta, A > 0, and mu/beta = 0.5 < 1 - eps: r * A = 0.5 A < clip(r~) * A
+    grad, stats = _pg_grad(logp, logp - math.log(2.5), logp - math.log(0.5), +1.0)
+    assert stats["out_of_band_frac"] == 1.0 and grad < 0.0  # descent raises mu, away from the learner
 
 
 def test_guider_masked_kl_acts_only_outside_band():
@@ -159,8 +175,9 @@ def test_guider_masked_kl_acts_only_outside_band():
     outside = ((logp - logp_learner).abs() > math.log(delta)).detach()
     assert 0 < outside.sum() < 200, "the test needs tokens on both sides of the band"
     zeros = torch.zeros(200)
-    loss, stats = guider_loss(logp.detach(), logp.detach(), logp_learner, zeros, kl, zeros,
-                              zeros, zeros, zeros, 0.2, delta, 0.0, 0.0, norm_adv=False)
+    loss, stats = guider_loss(logp=logp.detach(), logp_behaviour=logp.detach(), logp_learner=logp_learner,
+                              advantages=zeros, kl_to_learner=kl, entropy=zeros, value=zeros, value_old=zeros,
+                              returns=zeros, clip_coef=0.2, delta=delta, ent_coef=0.0, vf_coef=0.0, norm_adv=False)
     (grad,) = torch.autograd.grad(loss, guider_logits)
     assert torch.all(grad[~outside] == 0)
     assert torch.all(grad[outside].abs().sum(-1) > 0)
@@ -176,13 +193,25 @@ def test_guider_delta_inf_is_untethered_ppo():
     tok = _tokens()
     logp = (tok["logp_behaviour"] + 0.2 * torch.randn(64)).requires_grad_()
     logp_learner = tok["logp_behaviour"] + 3.0 * torch.randn(64)  # far away: no tether at delta=inf
-    loss, stats = guider_loss(logp, tok["logp_behaviour"], logp_learner, tok["advantages"], torch.rand(64),
-                              tok["entropy"], tok["value"], tok["value_old"], tok["returns"], 0.2, math.inf, 0.0, 0.5,
-                              norm_adv=False)
+    loss, stats = guider_loss(logp=logp, logp_learner=logp_learner, kl_to_learner=torch.rand(64), **tok,
+                              clip_coef=0.2, delta=math.inf, ent_coef=0.0, vf_coef=0.5, norm_adv=False)
     ref = ppo_reference(logp, tok["logp_behaviour"], tok["advantages"], tok["value"], tok["value_old"],
                         tok["returns"], tok["entropy"], 0.2, 0.0, 0.5)
     assert stats["out_of_band_frac"] == 0.0
     torch.testing.assert_close(loss, ref)
+
+
+def test_guider_value_loss_clip_switch():
+    """--clip-vloss (default): 0.5 max(unclipped, clipped)^2; --no-clip-vloss: plain 0.5 (V - R)^2."""
+    value, value_old, returns = torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([3.0])
+    zero = torch.zeros(1)
+    common = dict(logp=zero, logp_behaviour=zero, logp_learner=zero, advantages=zero, kl_to_learner=zero,
+                  entropy=zero, value=value, value_old=value_old, returns=returns, clip_coef=0.2, delta=1.5,
+                  ent_coef=0.0, vf_coef=1.0, norm_adv=False)
+    _, clipped = guider_loss(**common)
+    _, plain = guider_loss(**common, clip_vloss=False)
+    assert clipped["value_loss"] == pytest.approx(0.5 * (0.2 - 3.0) ** 2)  # the clipped value 0.2 is further
+    assert plain["value_loss"] == pytest.approx(0.5 * (2.0 - 3.0) ** 2)
 
 
 # ------------------------------------------------------------------------------ learner loss
@@ -192,11 +221,13 @@ def test_learner_kl_is_forward_kl_from_guider():
     kl = dist_kl(guider_logits, learner_logits, False)
     mu, pi = guider_logits.softmax(-1), learner_logits.softmax(-1)
     torch.testing.assert_close(kl, (mu * (mu.log() - pi.log())).sum(-1))
-    loss, stats = learner_loss(torch.zeros(50), torch.zeros(50), torch.zeros(50), kl, 0.2, alpha=0.0)
+    zeros = torch.zeros(50)
+    loss, stats = learner_loss(logp_learner=zeros, logp_behaviour=zeros, advantages=zeros, kl_from_guider=kl,
+                               clip_coef=0.2, alpha=0.0)
     (grad,) = torch.autograd.grad(loss, learner_logits)
     # forward KL = cross-entropy to mu: d/dlogits = (pi - mu) / num_tokens (reverse KL would differ)
     torch.testing.assert_close(grad, (pi - mu).detach() / 50)
-    assert stats["learner_bc_kl"] == pytest.approx(kl.mean().item())
+    assert stats["kl_guider_learner"] == pytest.approx(kl.mean().item())
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 4.0])
@@ -205,7 +236,8 @@ def test_learner_loss_alpha_weights_off_policy_ppo(alpha):
     logp_learner = torch.log(torch.rand(n) * 0.8 + 0.1).requires_grad_()
     logp_behaviour = torch.log(torch.rand(n) * 0.8 + 0.1)
     adv, kl = torch.randn(n), torch.rand(n)
-    loss, stats = learner_loss(logp_learner, logp_behaviour, adv, kl, eps, alpha)
+    loss, stats = learner_loss(logp_learner=logp_learner, logp_behaviour=logp_behaviour, advantages=adv,
+                               kl_from_guider=kl, clip_coef=eps, alpha=alpha)
     a = (adv - adv.mean()) / (adv.std() + 1e-8)
     ratio = (logp_learner - logp_behaviour).exp()  # learner over the guider's behaviour
     rl = -torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a).mean()
@@ -239,6 +271,96 @@ def test_gaussian_kl_matches_torch_distributions():
         torch.distributions.Normal(p[:, :2], p[:, 2:].exp()), torch.distributions.Normal(q[:, :2], q[:, 2:].exp())
     ).sum(-1)
     torch.testing.assert_close(dist_kl(p, q, True), ref)
+
+
+def random_masks(generator, shape):
+    """Random availability masks with at least one legal action per row (as SMAX: stop)."""
+    avail = torch.rand(shape, generator=generator) < 0.5
+    forced = torch.randint(shape[-1], shape[:-1], generator=generator)
+    return avail | torch.nn.functional.one_hot(forced, shape[-1]).bool()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_masked_actions_are_never_sampled_and_get_no_mass(dtype):
+    generator = torch.Generator().manual_seed(0)
+    shape = (5000, 10)  # 5000 random masks over 10 actions
+    avail = random_masks(generator, shape)
+    # large logits on purpose: the illegal actions are often the most attractive ones
+    logits = masked_logits(10 * torch.randn(shape, generator=generator, dtype=dtype), avail)
+    probs = logits.softmax(-1)
+    assert torch.all(probs[~avail] == 0), "an unavailable action got probability mass"
+    torch.testing.assert_close(probs.sum(-1), torch.ones(shape[0], dtype=dtype))
+    for _ in range(20):  # 100k draws
+        action = dist_sample(logits, continuous=False)
+        assert avail.gather(-1, action.unsqueeze(-1)).all(), "an unavailable action was sampled"
+    assert avail.gather(-1, dist_sample(logits, False, deterministic=True).unsqueeze(-1)).all()
+    assert torch.isfinite(dist_log_prob(logits, dist_sample(logits, False), False)).all()
+    # all-True masks (MPE, CoordSum) change nothing
+    raw = torch.randn(shape, generator=generator, dtype=dtype)
+    assert torch.equal(masked_logits(raw, torch.ones(shape, dtype=torch.bool)), raw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_entropy_and_kl_run_over_available_actions_only(dtype):
+    generator = torch.Generator().manual_seed(1)
+    avail = random_masks(generator, (500, 8))
+    raw_p = torch.randn(500, 8, generator=generator, dtype=dtype, requires_grad=True)
+    raw_q = torch.randn(500, 8, generator=generator, dtype=dtype, requires_grad=True)
+    p, q = masked_logits(raw_p, avail), masked_logits(raw_q, avail)
+    entropy, kl = dist_entropy(p, False), dist_kl(p, q, False)
+    assert torch.isfinite(entropy).all() and torch.isfinite(kl).all()
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    for i in range(500):  # reference: the distributions restricted to the legal actions
+        legal = avail[i]
+        logp, logq = raw_p[i, legal].log_softmax(-1), raw_q[i, legal].log_softmax(-1)
+        torch.testing.assert_close(entropy[i], -(logp.exp() * logp).sum(), **tol)
+        torch.testing.assert_close(kl[i], (logp.exp() * (logp - logq)).sum(), **tol)
+    (entropy.sum() + kl.sum()).backward()
+    assert torch.isfinite(raw_p.grad).all() and torch.isfinite(raw_q.grad).all()
+    assert torch.all(raw_p.grad[~avail] == 0) and torch.all(raw_q.grad[~avail] == 0), "illegal logits get no gradient"
+
+
+def test_a_single_legal_action_is_certain():
+    """A dead SMAX agent may only stop: log-prob 0, entropy 0, KL 0, and no nan anywhere."""
+    avail = torch.zeros(3, 6, dtype=torch.bool)
+    avail[:, 4] = True
+    p, q = masked_logits(torch.randn(3, 6), avail), masked_logits(torch.randn(3, 6), avail)
+    assert torch.all(dist_sample(p, False) == 4)
+    assert torch.all(dist_log_prob(p, torch.full((3,), 4), False) == 0)
+    assert torch.all(dist_entropy(p, False) == 0) and torch.all(dist_kl(p, q, False) == 0)
+
+
+@pytest.mark.parametrize("use_state", [False, True], ids=["observations", "smax-global-state"])
+def test_networks_respect_masks_and_replay_their_log_probs(use_state):
+    """Guider and learner never pick an illegal action over a rollout with random masks and
+    episode starts, and the teacher-forced replay (BPTT) gives the guider's rollout log-probs.
+    With the world state: magpo_smax.py's guider (`--guider-global-state`)."""
+    generator = torch.Generator().manual_seed(2)
+    T, B, N, obs_dim, A, S, dim = 12, 6, 4, 9, 7, 5, 16
+    if use_state:
+        guider = magpo_smax.Guider(obs_dim, N, A, False, dim, 2, 1, state_dim=S)
+    else:
+        guider = Guider(obs_dim, N, A, False, dim, 2, 1)
+    learner = Learner(obs_dim, N, A, False, dim)
+    obs, states = torch.randn(T, B, N, obs_dim), torch.randn(T, B, S)
+    avail = random_masks(generator, (T, B, N, A))
+    starts = torch.rand(T, B, generator=generator) < 0.2
+    starts[0] = True
+    g_h, l_h = torch.zeros(B, N, dim), torch.zeros(B, N, dim)
+    actions, logps, perms = [], [], []
+    for t in range(T):
+        perm = random_perm(B, N, "cpu")
+        state = {"state": states[t]} if use_state else {}
+        action, logp, _, g_h = guider.act(obs[t], g_h, starts[t], perm, avail[t], **state)
+        learner_action, l_h = learner.act(obs[t], l_h, starts[t], avail[t])
+        assert avail[t].gather(-1, action.unsqueeze(-1)).all()
+        assert avail[t].gather(-1, learner_action.unsqueeze(-1)).all()
+        actions.append(action), logps.append(logp), perms.append(perm)
+    actions, logps, perms = torch.stack(actions), torch.stack(logps), torch.stack(perms)
+    state = {"state": states} if use_state else {}
+    params, replayed, entropy, _ = guider.evaluate(obs, torch.zeros(B, N, dim), starts, actions, perms, avail, **state)
+    torch.testing.assert_close(replayed, logps, rtol=1e-4, atol=1e-5)
+    assert torch.all(params.softmax(-1)[~avail] == 0) and torch.isfinite(entropy).all()
 
 
 # ----------------------------------------------------------------------------------- networks

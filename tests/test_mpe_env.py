@@ -135,7 +135,7 @@ def test_pettingzoo_backend_is_mpe2(continuous):
 @ACTION_KINDS
 def test_backends_agree_with_one_env(continuous):
     # with one env, a seed gives both backends the same random draws, auto-resets included
-    envs = [make_env(backend, 1, num_agents=4, continuous_actions=continuous, max_cycles=5, seed=3)
+    envs = [make_env(1, backend=backend, num_agents=4, continuous_actions=continuous, max_cycles=5, seed=3)
             for backend in BACKENDS]
     np.testing.assert_array_equal(*(env.reset() for env in envs))
     rng = np.random.default_rng(0)
@@ -156,7 +156,7 @@ def test_backends_agree_with_one_env(continuous):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_interface(backend, continuous):
     B, N, T = 3, 4, 5
-    env = make_env(backend, B, num_agents=N, continuous_actions=continuous, max_cycles=T, seed=0)
+    env = make_env(B, backend=backend, num_agents=N, continuous_actions=continuous, max_cycles=T, seed=0)
     assert (env.num_envs, env.num_agents, env.obs_dim, env.state_dim, env.action_dim) == (B, N, 6 * N, 6 * N * N, 5)
     assert (env.continuous_actions, env.max_cycles, env.local_ratio) == (continuous, T, 0.5)
     obs = env.reset()
@@ -187,13 +187,13 @@ def test_interface(backend, continuous):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_actions_raise(backend):
-    discrete = make_env(backend, 2, continuous_actions=False, seed=0)
+    discrete = make_env(2, backend=backend, continuous_actions=False, seed=0)
     discrete.reset()
     # out of range (above, below), wrong shape, not integers
     for actions in [np.full((2, 3), 5), np.full((2, 3), -1), np.zeros((2, 4), dtype=int), np.zeros((2, 3))]:
         with pytest.raises(ValueError):
             discrete.step(actions)
-    continuous = make_env(backend, 2, continuous_actions=True, seed=0)
+    continuous = make_env(2, backend=backend, continuous_actions=True, seed=0)
     continuous.reset()
     with pytest.raises(ValueError):
         continuous.step(np.zeros((2, 3, 4), dtype=np.float32))
@@ -209,4 +209,14 @@ def test_bad_arguments_raise(env_class, bad):
 
 def test_unknown_backend_raises():
     with pytest.raises(ValueError, match="backend"):
-        make_env("bogus", 2)
+        make_env(2, backend="bogus")
+
+
+def test_make_env_defaults_and_positional_seed():
+    # make_env(num_envs, seed=None, backend="numpy", ...): the common signature of every utils module
+    env = make_env(2)
+    assert type(env) is SimpleSpreadVec
+    assert (env.num_envs, env.num_agents, env.continuous_actions, env.local_ratio, env.max_cycles) == (2, 3, True, 0.5, 25)
+    for backend in BACKENDS:
+        np.testing.assert_array_equal(make_env(2, 4, backend=backend).reset(), make_env(2, seed=4, backend=backend).reset())
+    assert type(make_env(2, backend="pettingzoo")) is PettingZooMPE

@@ -1,0 +1,95 @@
+"""Environment wrappers shared by the training scripts, all behind one interface.
+
+Every module here (`utils.mpe`, `utils.coordsum`, `utils.smax`) has a `make_env(num_envs, seed=None,
+**task)` that returns a batch of B environments stepped together, with this interface
+(tests/test_env_interface.py runs every wrapper through it):
+
+attributes
+    num_envs (B), num_agents (N), obs_dim, state_dim, action_dim (A: the number of discrete actions,
+    or the size of a continuous action), continuous_actions (bool), has_wins (bool: the env reports
+    won episodes, SMAX).
+reset(seed=None) -> obs
+    obs (B, N, obs_dim) float32. `seed` restarts the env's own random stream (built with seed=None,
+    MPE and CoordSum draw fresh randomness, SMAX uses JAX key 0).
+step(actions) -> obs, rewards, dones, info
+    actions (B, N) integers, or (B, N, A) floats in [0, 1] for continuous actions. rewards (B, N)
+    float32; dones (B,) bool. An env whose episode ended is reset at once: `obs` is then the first
+    observation of its next episode and `info["final_obs"]` the last of the old one. info holds
+    `episode_return` (B,) float32 (the mean over agents of their summed rewards; valid where done),
+    `episode_length` (B,) int64 (the finished episode's length; valid where done, like `episode_return`),
+    `final_obs` (B, N, obs_dim) and, where `has_wins`, `won` (B,) bool.
+avail_actions() -> (B, N, A) bool
+    the actions each agent may take now (all True where the env has no action masks).
+state() -> (B, state_dim) float32
+    the global state of the current step.
+close()
+
+Everything is numpy; the scripts move it to their torch device.
+"""
+
+import numpy as np
+
+
+class VecEnv:
+    """What every wrapper shares: the default action mask and the random-policy baseline."""
+
+    continuous_actions = False
+    has_wins = False
+
+    def avail_actions(self) -> np.ndarray:
+        """All True: this env has no action masks."""
+        return np.ones((self.num_envs, self.num_agents, self.action_dim), dtype=bool)
+
+
+def random_actions(envs, rng: np.random.Generator) -> np.ndarray:
+    """Uniformly random actions for every env and agent: uniform in [0, 1]^A when continuous, else
+    uniform over each agent's available actions."""
+    if envs.continuous_actions:
+        return rng.uniform(0.0, 1.0, (envs.num_envs, envs.num_agents, envs.action_dim))
+    avail = envs.avail_actions()
+    # argmax of i.i.d. uniforms over the available actions picks each of them with equal probability
+    return np.where(avail, rng.random(avail.shape), -1.0).argmax(axis=-1)
+
+
+def random_policy_score(envs, seed: int) -> tuple[float, float | None]:
+    """Mean return and win rate (None where the env has no wins) of uniformly random actions over one
+    episode per env: the floor to beat. Every training script calls this on its evaluation envs, so
+    the same seed gives the same number in MAGPO and MAPPO runs."""
+    rng = np.random.default_rng(seed)
+    envs.reset()
+    finished = np.zeros(envs.num_envs, dtype=bool)
+    episode_return, won = np.zeros(envs.num_envs), np.zeros(envs.num_envs, dtype=bool)
+    while not finished.all():
+        _, _, dones, info = envs.step(random_actions(envs, rng))
+        newly = dones & ~finished
+        episode_return[newly] = info["episode_return"][newly]
+        if envs.has_wins:
+            won[newly] = info["won"][newly]
+        finished |= dones
+    return float(episode_return.mean()), (float(won.mean()) if envs.has_wins else None)
+
+
+class EpisodeRecorder:
+    """Wraps a VecEnv and keeps env 0's observations from each reset() to the end of its first
+    episode, the final observation included (`episode`, a list of (N, obs_dim) arrays): what
+    `--capture-video` draws. Everything else passes through to the wrapped env."""
+
+    def __init__(self, envs):
+        self.envs, self.episode, self._recording = envs, [], False
+
+    def __getattr__(self, name):
+        if name == "envs":  # not set yet (e.g. during copy.copy): no endless recursion
+            raise AttributeError(name)
+        return getattr(self.envs, name)
+
+    def reset(self, seed=None):
+        obs = self.envs.reset(seed)
+        self.episode, self._recording = [obs[0].copy()], True
+        return obs
+
+    def step(self, actions):
+        obs, rewards, dones, info = self.envs.step(actions)
+        if self._recording:
+            self.episode.append(info["final_obs"][0].copy() if dones[0] else obs[0].copy())
+            self._recording = not dones[0]
+        return obs, rewards, dones, info

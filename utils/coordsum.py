@@ -32,15 +32,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from utils import VecEnv
+
 SCENARIOS = {"3x10": (3, 10, 30), "3x30": (3, 30, 50), "5x20": (5, 20, 80), "8x15": (8, 15, 100)}  # N, K, maxval
 HISTORY_MODES = ("official", "full")
 OBS_ENCODINGS = ("raw", "onehot")
 
 
-class CoordSumVec:
-    """B CoordSum environments stepped at once (numpy), with the interface of utils.mpe.SimpleSpreadVec."""
-
-    continuous_actions = False
+class CoordSumVec(VecEnv):
+    """B CoordSum environments stepped at once (numpy), with the common interface of `utils/__init__.py`."""
 
     def __init__(self, num_envs: int, scenario: str = "3x10", history: str = "official",
                  max_steps: int = 100, seed: int | None = None, obs_encoding: str = "raw"):
@@ -175,3 +175,9 @@ class CoordSumVec:
 
     def close(self) -> None:
         """Nothing to release; here so it can be used like the MPE backends."""
+
+
+def make_env(num_envs: int, seed: int | None = None, scenario: str = "3x10", history: str = "official",
+             max_steps: int = 100, obs_encoding: str = "raw") -> CoordSumVec:
+    """B CoordSum environments (see CoordSumVec for the arguments)."""
+    return CoordSumVec(num_envs, scenario, history=history, max_steps=max_steps, seed=seed, obs_encoding=obs_encoding)

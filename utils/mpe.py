@@ -7,7 +7,8 @@ env-steps per update, so the environment, not the network, would dominate the ru
 faster at B=64, see benchmarks/bench_env.py). It follows mpe2 operation by operation in float64, so
 observations and rewards are the same numbers as mpe2's (tests/test_mpe_env.py checks this).
 
-`PettingZooMPE` puts the real mpe2 environments behind the same interface, and `make_env` picks one.
+`PettingZooMPE` puts the real mpe2 environments behind the same interface (`utils/__init__.py`), and
+`make_env` picks one.
 
 Both reproduce `simple_spread_v3.parallel_env(N, local_ratio, max_cycles, continuous_actions)` with
 its other options at their defaults (no curriculum, no early termination, full observability).
@@ -16,6 +17,8 @@ its other options at their defaults (no curriculum, no early termination, full o
 from __future__ import annotations
 
 import numpy as np
+
+from utils import VecEnv
 
 # mpe2 constants (World, Scenario.make_world and SimpleEnv._set_action)
 DT = 0.1
@@ -64,7 +67,7 @@ def _norm(v: np.ndarray) -> np.ndarray:
     return np.sqrt(np.square(v[..., 0]) + np.square(v[..., 1]))
 
 
-class SimpleSpreadVec:
+class SimpleSpreadVec(VecEnv):
     """B simple_spread_v3 environments stepped at once (numpy)."""
 
     def __init__(self, num_envs: int, num_agents: int = 3, continuous_actions: bool = True,
@@ -178,6 +181,8 @@ class SimpleSpreadVec:
 
     def state(self) -> np.ndarray:
         """(B, N * obs_dim) float32: every agent's current observation, concatenated in agent order (mpe2's state())."""
+        if self._obs is None:
+            raise RuntimeError("call reset() before state()")
         return self._obs.reshape(self.num_envs, self.state_dim).copy()
 
     def get_world(self) -> dict:
@@ -200,7 +205,7 @@ class SimpleSpreadVec:
         """Nothing to release; here so both backends can be used the same way."""
 
 
-class PettingZooMPE:
+class PettingZooMPE(VecEnv):
     """The real mpe2 simple_spread_v3.parallel_env (one per env, stepped in a Python loop) behind the
     same interface as SimpleSpreadVec (same constructor args, attributes, reset/step/state/close,
     same auto-reset and info semantics), for users who want the reference implementation and for the
@@ -269,9 +274,9 @@ class PettingZooMPE:
             env.close()
 
 
-def make_env(backend: str, num_envs: int, num_agents: int = 3, continuous_actions: bool = True,
-             local_ratio: float = 0.5, max_cycles: int = 25, seed: int | None = None):
-    """backend 'numpy' -> SimpleSpreadVec, 'pettingzoo' -> PettingZooMPE."""
+def make_env(num_envs: int, seed: int | None = None, backend: str = "numpy", num_agents: int = 3,
+             continuous_actions: bool = True, local_ratio: float = 0.5, max_cycles: int = 25):
+    """B simple_spread environments: backend 'numpy' -> SimpleSpreadVec, 'pettingzoo' -> PettingZooMPE."""
     backends = {"numpy": SimpleSpreadVec, "pettingzoo": PettingZooMPE}
     if backend not in backends:
         raise ValueError(f"unknown env backend {backend!r}; choose one of {sorted(backends)}")

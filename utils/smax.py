@@ -1,18 +1,16 @@
-"""Batched SMAX (JaxMARL's StarCraft-like micromanagement, heuristic enemies) for torch.
+"""Batched SMAX (JaxMARL's StarCraft-like micromanagement, heuristic enemies) behind the common interface.
 
 SMAX lives in JAX (`jaxmarl`, PyPI). `SMAXVec` runs B copies of `HeuristicEnemySMAX` on one map
 with a single jitted, vmapped `reset` and a single jitted, vmapped `step` (auto-reset inside),
-and hands everything back as torch tensors on the CPU, so a torch training loop uses it like
-`utils/mpe.py`'s `SimpleSpreadVec`.
+and hands everything back as numpy arrays, with the interface of `utils/__init__.py` that every
+wrapper has (B = num_envs, N = num_agents = number of allies, A = action_dim):
 
-Interface (B = num_envs, N = num_agents = number of allies, A = action_dim):
-
-    envs = make_env("2s3z", num_envs=64, seed=1)    # or SMAXVec("2s3z", 64, seed=1)
+    envs = make_env(num_envs=64, seed=1, map_name="2s3z")    # or SMAXVec("2s3z", 64, seed=1)
     envs.num_envs, envs.num_agents, envs.obs_dim, envs.state_dim, envs.action_dim
     obs = envs.reset(seed=None)                      # (B, N, obs_dim) float32
     envs.state()                                     # (B, state_dim) float32, the world state
     envs.avail_actions()                             # (B, N, A) bool, legal actions now
-    obs, rewards, dones, info = envs.step(actions)   # actions (B, N) integers (torch or numpy)
+    obs, rewards, dones, info = envs.step(actions)   # actions (B, N) integers
     envs.close()
 
 - `rewards` (B, N) float32: the team reward (JaxMARL gives every ally the same one: the enemy
@@ -60,7 +58,8 @@ import os
 import sys
 
 import numpy as np
-import torch
+
+from utils import VecEnv
 
 # The paper's ten SMAX maps (notes §4); any map registered in JaxMARL is accepted.
 PAPER_MAPS = (
@@ -195,13 +194,15 @@ def _batched_functions(map_name: str, env_kwargs: tuple):
     return env, reset_fn, step_fn, traces
 
 
-def _to_torch(x) -> torch.Tensor:
-    """A JAX CPU array -> a torch tensor that owns its memory (a copy: microseconds at these sizes)."""
-    return torch.from_numpy(np.array(x))
+def _to_numpy(x) -> np.ndarray:
+    """A JAX CPU array -> a numpy array that owns its memory (a copy: microseconds at these sizes)."""
+    return np.array(x)
 
 
-class SMAXVec:
+class SMAXVec(VecEnv):
     """B SMAX episodes on one map, heuristic enemies, stepped at once (see the module docstring)."""
+
+    has_wins = True
 
     def __init__(self, map_name: str = "2s3z", num_envs: int = 64, seed: int | None = None,
                  cache_dir: str | None = None, check_actions: bool = True, **env_kwargs):
@@ -233,24 +234,24 @@ class SMAXVec:
         """How often `step` was traced (= compiled) for this map in this process."""
         return self._traces["step"]
 
-    def reset(self, seed: int | None = None) -> torch.Tensor:
+    def reset(self, seed: int | None = None) -> np.ndarray:
         if seed is not None:
             self._key = self._jax.random.PRNGKey(seed)
         self._key, reset_key = self._jax.random.split(self._key)
         self._state, obs, world_state, avail = self._reset_fn(reset_key, self.num_envs)
         self._running = (self._jnp.zeros(self.num_envs, self._jnp.float32), self._jnp.zeros(self.num_envs, self._jnp.int32))
-        self._obs, self._world_state, self._avail = _to_torch(obs), _to_torch(world_state), _to_torch(avail)
-        return self._obs.clone()
+        self._obs, self._world_state, self._avail = _to_numpy(obs), _to_numpy(world_state), _to_numpy(avail)
+        return self._obs.copy()
 
-    def state(self) -> torch.Tensor:
+    def state(self) -> np.ndarray:
         """The world state (B, state_dim) of the current step."""
         self._require_reset()
-        return self._world_state.clone()
+        return self._world_state.copy()
 
-    def avail_actions(self) -> torch.Tensor:
+    def avail_actions(self) -> np.ndarray:
         """Legal actions (B, N, A) bool of the current step."""
         self._require_reset()
-        return self._avail.clone()
+        return self._avail.copy()
 
     def step(self, actions):
         self._require_reset()
@@ -259,18 +260,18 @@ class SMAXVec:
             self._key, self._state, self._jnp.asarray(actions, dtype=self._jnp.int32), *self._running
         )
         (obs, world_state, avail, reward, done, episode_return, episode_length, won, truncated,
-         final_obs, final_state) = map(_to_torch, out)
+         final_obs, final_state) = map(_to_numpy, out)
         self._obs, self._world_state, self._avail = obs, world_state, avail
         info = {
             "episode_return": episode_return,  # (B,) float32
-            "episode_length": episode_length.long(),  # (B,)
+            "episode_length": episode_length.astype(np.int64),  # (B,)
             "won": won,  # (B,) bool
             "truncated": truncated,  # (B,) bool
             "final_obs": final_obs,  # (B, N, obs_dim)
             "final_state": final_state,  # (B, state_dim)
         }
-        rewards = reward.unsqueeze(1).expand(-1, self.num_agents).contiguous()  # (B, N) team reward
-        return obs.clone(), rewards, done, info
+        rewards = np.repeat(reward[:, None], self.num_agents, axis=1)  # (B, N) team reward
+        return obs.copy(), rewards, done, info
 
     def close(self) -> None:
         self._state = None
@@ -280,8 +281,6 @@ class SMAXVec:
             raise RuntimeError("call reset() before using the environments")
 
     def _checked_actions(self, actions) -> np.ndarray:
-        if isinstance(actions, torch.Tensor):
-            actions = actions.detach().cpu().numpy()
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs, self.num_agents):
             raise ValueError(f"actions must have shape {(self.num_envs, self.num_agents)}, got {actions.shape}")
@@ -290,17 +289,17 @@ class SMAXVec:
         if self.check_actions:
             if actions.min() < 0 or actions.max() >= self.action_dim:
                 raise ValueError(f"actions must be in [0, {self.action_dim}), got values in [{actions.min()}, {actions.max()}]")
-            legal = np.take_along_axis(self._avail.numpy(), actions[..., None], axis=-1)[..., 0]
+            legal = np.take_along_axis(self._avail, actions[..., None], axis=-1)[..., 0]
             if not legal.all():
                 env, agent = np.argwhere(~legal)[0]
                 raise ValueError(
                     f"unavailable action {actions[env, agent]} for agent {agent} in env {env} "
-                    f"(legal: {np.flatnonzero(self._avail[env, agent].numpy()).tolist()})"
+                    f"(legal: {np.flatnonzero(self._avail[env, agent]).tolist()})"
                 )
         return actions
 
 
-def make_env(map_name: str = "2s3z", num_envs: int = 64, seed: int | None = None, **kwargs) -> SMAXVec:
+def make_env(num_envs: int = 64, seed: int | None = None, map_name: str = "2s3z", **kwargs) -> SMAXVec:
     """B SMAX environments on `map_name` with heuristic enemies (a ValueError lists the maps if unknown).
 
     Extra keyword arguments go to SMAXVec (cache_dir, check_actions) or JaxMARL's

@@ -1,0 +1,215 @@
+"""End-to-end checks of every training script as a user runs it, with the same strictness for each:
+a tiny run (its TensorBoard tags, its model, what it prints), same seed -> same numbers, variants,
+the random-policy floor shared by MAGPO and MAPPO, bad input as a one-line `error: ` with exit 1,
+computed arguments that cannot be set, and (marker `slow`) every SMAX map of the paper."""
+
+import dataclasses
+import glob
+import importlib
+import os
+
+import numpy as np
+import pytest
+import torch
+import tyro
+from helpers import CASES, WIN_TAGS, assert_same_numbers, only_run_dir, run_case, run_script, scalars
+
+import enjoy
+from utils.smax import PAPER_MAPS
+
+
+@pytest.fixture(params=list(CASES))
+def twice(request, seed7_runs):
+    return seed7_runs(request.param)
+
+
+def test_tiny_run_writes_tags_model_and_says_where(twice):
+    case, (run_dir, _), (stdout, _) = twice
+    assert os.path.basename(run_dir).startswith(f"{case.prefix}__7__"), run_dir
+    tags = scalars(run_dir)
+    assert case.tags <= set(tags), case.tags - set(tags)
+    if not case.tags & WIN_TAGS:  # win rates only where the env has wins
+        assert not {t for t in tags if "win_rate" in t}
+    assert "losses/learner_bc_kl" not in tags, "KL(guider || learner) is logged once, as magpo/kl_guider_learner"
+    # evaluation before training, at every interval and at the end
+    assert [step for step, _ in tags["eval/learner_return"]] == case.eval_steps
+    assert all(np.isfinite(v) for values in tags.values() for _, v in values)
+    assert all(0.0 <= v <= 1.0 for tag in set(tags) & WIN_TAGS for _, v in tags[tag])
+    name = os.path.basename(run_dir)
+    assert f"run directory: runs/{name}" in stdout
+    assert f"model saved to runs/{name}/{case.model}" in stdout
+    eval_episodes = int(case.args[len(case.args) - 1 - case.args[::-1].index("--num-eval-episodes") + 1])
+    assert f"absolute metric: best {'learner' if 'magpo' in case.script else 'actor'} over {10 * eval_episodes}" in stdout
+    saved = torch.load(os.path.join(run_dir, case.model), weights_only=True)
+    assert saved["script"] == case.script and {"args", *case.networks} <= set(saved)
+    assert saved["args"]["num_envs"] == 4 and saved["args"]["batch_size"] == saved["args"]["num_envs"] * saved[
+        "args"
+    ]["num_steps"]
+
+
+def test_same_seed_same_numbers(twice):
+    _, dirs, _ = twice
+    assert_same_numbers(dirs)
+
+
+@pytest.mark.parametrize("env", ["mpe", "coordsum", "smax"])
+def test_random_policy_floor_is_the_same_for_magpo_and_mappo(seed7_runs, env):
+    """One random-policy evaluation (utils.random_policy_score) on the same eval envs and seed: the
+    same `eval/random_return` whichever script runs it."""
+    (_, (magpo_dir, _), _), (_, (mappo_dir, _), _) = seed7_runs(f"magpo_{env}"), seed7_runs(f"mappo_{env}")
+    ours, theirs = scalars(magpo_dir), scalars(mappo_dir)
+    assert ours["eval/random_return"] == theirs["eval/random_return"]
+    if "eval/random_win_rate" in ours:
+        assert ours["eval/random_win_rate"] == theirs["eval/random_win_rate"]
+
+
+def ctds_checks(tags, stdout):
+    """CTDS = `--delta inf --alpha 0`: no token is ever out of the band, so the masked KL is exactly 0
+    and the guider is plain PPO; the learner's loss is the pure distillation KL."""
+    assert all(v == 0.0 for _, v in tags["magpo/out_of_band_frac"])
+    assert all(v == 0.0 for _, v in tags["losses/guider_kl_loss"])
+    for (_, loss), (_, kl) in zip(tags["losses/learner_loss"], tags["magpo/kl_guider_learner"]):
+        assert loss == pytest.approx(kl, rel=1e-6)
+
+
+def rounding_checks(tags, stdout):
+    """--total-timesteps 300 with 4 x 32 = 128-step rollouts: 2 rollouts, and the run says so."""
+    assert "note: --total-timesteps 300 is rounded down to 2 rollouts of 128 steps = 256 steps" in stdout
+    assert tags["eval/learner_return"][-1][0] == 256
+
+
+VARIANTS = [
+    ("magpo_mpe", ["--no-continuous-actions", "--total-timesteps", "300"], rounding_checks),
+    ("magpo_mpe", ["--num-agents", "10"], None),
+    ("magpo_mpe", ["--env-backend", "pettingzoo", "--capture-video"], "video"),
+    ("magpo_mpe", ["--no-norm-value", "--no-norm-adv", "--no-clip-vloss"], None),
+    ("magpo_mpe", ["--delta", "inf", "--alpha", "0"], ctds_checks),
+    ("magpo_coordsum", ["--scenario", "5x20"], None),
+    ("magpo_coordsum", ["--scenario", "8x15", "--coordsum-history", "full"], None),
+    ("magpo_coordsum", ["--coordsum-obs", "raw"], None),
+    ("magpo_coordsum", ["--delta", "inf", "--alpha", "0"], ctds_checks),
+    ("magpo_smax", ["--guider-global-state"], None),
+    ("mappo_mpe", ["--ippo", "--capture-video"], "video"),
+    ("mappo_mpe", ["--no-continuous-actions", "--num-agents", "4"], None),
+    ("mappo_coordsum", ["--ippo", "--scenario", "5x20", "--coordsum-obs", "raw"], None),
+    ("mappo_smax", ["--ippo"], None),
+]
+
+
+@pytest.mark.parametrize("name, extra, check", VARIANTS, ids=[f"{n}:{' '.join(e)}" for n, e, _ in VARIANTS])
+def test_variants_run(tmp_path, name, extra, check):
+    case = CASES[name]
+    result = run_case(case, [*extra, "--save-model"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    tags = scalars(run_dir)
+    assert case.tags <= set(tags), case.tags - set(tags)
+    assert all(np.isfinite(v) for values in tags.values() for _, v in values)
+    (model_path,) = glob.glob(os.path.join(run_dir, "*.cleanrl_model"))  # --ippo: ippo_baseline.cleanrl_model
+    saved = torch.load(model_path, weights_only=True)
+    if name == "magpo_smax":  # 2s3z's world state: 12 features x 10 units, embedded for every agent token
+        assert saved["guider"]["state_embed.weight"].shape == (16, 120)
+        checkpoint = enjoy.load_checkpoint(model_path)
+        _, guider, _ = enjoy.build_policy(checkpoint, "guider")  # enjoy.py rebuilds the state input too
+        assert guider.state_embed is not None
+    if "--ippo" in extra:  # IPPO's critic reads [one-hot id, own observation] (MAPPO: [id, global state])
+        env = os.path.basename(run_dir).split("__")[0]
+        obs_dim = {"simple_spread_3ag": 18, "coordsum_5x20": 1, "2s3z": 127}[env]
+        assert saved["critic"]["pre.0.weight"].shape[1] == saved["args"]["num_agents"] + obs_dim
+    if check == "video":
+        assert len(glob.glob(os.path.join(run_dir, "videos", "*.gif"))) == len(tags["eval/learner_return"])
+    elif check is not None:
+        check(tags, result.stdout)
+
+
+# ----------------------------------------------------------------------------------- bad input
+def module(case_or_script):
+    return importlib.import_module(case_or_script.removesuffix(".py"))
+
+
+COMMON_BAD = [
+    ({"num_envs": 6, "num_minibatches": 4}, "--num-envs (6) must be divisible by --num-minibatches (4)"),
+    ({"num_steps": 0}, "--num-steps must be >= 1"),
+    ({"total_timesteps": 10}, "must be at least one rollout"),
+    ({"num_eval_episodes": 0}, "--num-eval-episodes must be >= 1"),
+    ({"gae_lambda": 1.5}, "--gae-lambda must be in [0, 1]"),
+    ({"clip_coef": 0.0}, "--clip-coef must be > 0"),
+]
+MAGPO_BAD = [
+    ({"delta": 1.0}, "--delta must be > 1"),
+    ({"alpha": -1.0}, "--alpha must be >= 0"),
+    ({"guider_dim": 10, "guider_heads": 3}, "--guider-dim (10) must be divisible by --guider-heads (3)"),
+]
+BAD = {
+    "magpo_mpe.py": COMMON_BAD + MAGPO_BAD + [({"num_agents": 1}, "--num-agents must be >= 2")],
+    "magpo_coordsum.py": COMMON_BAD + MAGPO_BAD + [
+        ({"scenario": "4x4"}, "unknown --scenario '4x4'"),
+        ({"max_steps": 0}, "--max-steps must be >= 1"),
+        ({"capture_video": True}, "--capture-video is not available for CoordSum"),
+    ],
+    "magpo_smax.py": COMMON_BAD + MAGPO_BAD + [
+        ({"map_name": "2s3zz"}, "unknown SMAX map '2s3zz'; registered maps: 10m_vs_11m"),
+        ({"capture_video": True}, "--capture-video is not available for SMAX"),
+    ],
+    "mappo_baseline.py": COMMON_BAD + [
+        ({"env": "smac"}, "unknown --env 'smac'; choose one of ['mpe', 'coordsum', 'smax']"),
+        ({"num_agents": 1}, "--num-agents must be >= 2"),
+        ({"env": "coordsum", "scenario": "4x4"}, "unknown --scenario '4x4'"),
+        ({"env": "smax", "map_name": "9z"}, "unknown SMAX map '9z'; registered maps: 10m_vs_11m, "),
+        ({"env": "coordsum", "capture_video": True}, "--capture-video is not available for --env coordsum"),
+        ({"env": "coordsum", "num_agents": 4}, "--num-agents is a flag of --env mpe, not of --env coordsum"),
+        ({"scenario": "9x9"}, "--scenario is a flag of --env coordsum, not of --env mpe"),
+        ({"env": "smax", "coordsum_obs": "raw"}, "--coordsum-obs is a flag of --env coordsum, not of --env smax"),
+        ({"env": "coordsum", "map_name": "3m"}, "--map-name is a flag of --env smax, not of --env coordsum"),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "script, overrides, message", [(s, o, m) for s, cases in BAD.items() for o, m in cases], ids=lambda x: str(x)
+)
+def test_validate_args_rejects_bad_input(script, overrides, message):
+    args_class, validate_args = module(script).Args, module(script).validate_args
+    validate_args(args_class())  # the defaults are valid
+    with pytest.raises(ValueError) as error:
+        validate_args(args_class(**overrides))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["magpo_mpe", "magpo_coordsum", "magpo_smax", "mappo_coordsum"])
+def test_bad_input_is_one_line_error_and_builds_nothing(tmp_path, name):
+    """How a script exits on bad input (the messages are checked in-process above)."""
+    result = run_case(CASES[name], ["--num-envs", "6", "--num-minibatches", "4"], tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "runs"), "nothing may be built before the input is checked"
+
+
+@pytest.mark.parametrize("script", list(BAD))
+def test_computed_arguments_cannot_be_set(script):
+    """batch_size, minibatch_envs and num_iterations are computed from other flags: not in the CLI."""
+    args_class = module(script).Args
+    computed = {f.name for f in dataclasses.fields(args_class) if not f.init}
+    assert computed == {"batch_size", "minibatch_envs", "num_iterations"}
+    for name in computed:
+        with pytest.raises(SystemExit):
+            tyro.cli(args_class, args=[f"--{name.replace('_', '-')}", "8"])
+
+
+# ------------------------------------------------------------------------------------ slow
+@pytest.mark.slow
+@pytest.mark.parametrize("map_name", PAPER_MAPS)
+def test_every_paper_map_builds_and_runs_one_update(tmp_path, map_name):
+    result = run_script(
+        "magpo_smax.py",
+        ["--map-name", map_name, "--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16",
+         "--num-minibatches", "1", "--update-epochs", "1", "--eval-interval", "100000",
+         "--num-eval-episodes", "2", "--learner-hidden", "16", "--guider-dim", "16"],
+        tmp_path,
+        fast_compile=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    tags = scalars(only_run_dir(tmp_path))
+    assert [step for step, _ in tags["eval/win_rate"]] == [0, 32]
+    assert np.isfinite(tags["losses/guider_loss"][0][1]) and np.isfinite(tags["losses/learner_loss"][0][1])
