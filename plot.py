@@ -45,7 +45,7 @@ table, and one without the absolute metric contributes the last value of the met
 
 `--subtract TAG` aggregates the difference metric - TAG of each run instead, TAG interpolated onto the
 metric's steps: with the guider's and the learner's returns (evaluated at the same steps) it is the
-guider-learner gap of notes §4, and its final score is the last difference.
+guider-learner gap (docs/algorithm.md §11), and its final score is the last difference.
 """
 
 import glob

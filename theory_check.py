@@ -1,6 +1,6 @@
 """Exact tabular MAGPO on small random cooperative Markov games: does the theory hold?
 
-Paper: Li, Xie, Lu, "Multi-Agent Guided Policy Optimization", arXiv 2507.18059. Notes: `../shared/MAGPO_NOTES.md`
+Paper: Li, Xie, Lu, "Multi-Agent Guided Policy Optimization", arXiv 2507.18059. The method: `docs/algorithm.md`
 (§2 = the idealised iteration, Theorem 4.1 and Lemma 1). Write-up with the measured table: `docs/theory.md`.
 
 No sampling and no networks: every policy is a table and every value is exact (a linear solve).
@@ -27,7 +27,7 @@ term is a cross-entropy, so its minimiser is the d-weighted average of the margi
 With full observability each observation is one state, d cancels and pi^i = mu_hat^i (the product of marginals, the
 exact per-state projection). Default d = d_{pi_k}, the normalised discounted visitation of the backtracked guider
 mu_k = pi_k: step 1 of the iteration collects the data with mu_k, and the learner clones mu_hat on *that* data
-(the practical algorithm updates both networks from the same batch, notes §3). `--weighting mu_hat` uses d_{mu_hat}
+(the practical algorithm updates both networks from the same batch, docs/algorithm.md §9). `--weighting mu_hat` uses d_{mu_hat}
 (the state distribution of the policy being imitated) instead; the sweep measures both.
 """
 
@@ -188,7 +188,7 @@ def kl(p, q):
     return terms.sum(-1)
 
 
-# ----------------------------------------------------------------------------------- the idealised iteration (notes §2)
+# ----------------------------------------------------------------------------------- the idealised iteration (docs/algorithm.md §11)
 def guider_step(mu, Q, eta):
     """Mirror descent in the joint space: argmax_mu eta <Q(s,.), mu> - KL(mu || mu_k) = mu_k exp(eta Q) / Z, per state.
     (Q - max Q) only guards exp against overflow; it cancels in the normalisation."""
@@ -216,7 +216,7 @@ def projection_objective(game, mu_hat, pi, obs_map, d):
 def guider_log_ratio(game, pi_s, Q, eta):
     """max |log mu_hat(a^i | s, a^{<i}) - log pi_k^i(a^i|s)| over states, agents, prefixes and actions, with
     mu_hat = guider_step(pi_k, Q, eta) factorised autoregressively in index order: the per-agent guider-to-learner
-    ratio that MAGPO's practical algorithm clips to [1/delta, delta] (notes §3). Computed in log space (logsumexp) so
+    ratio that MAGPO's practical algorithm clips to [1/delta, delta] (docs/algorithm.md §4). Computed in log space (logsumexp) so
     that it stays finite when probabilities underflow; actions with pi_k^i(a^i|s) = 0 are skipped (mu_hat is 0 there).
     It is at most eta * max_s (max_a Q(s,a) - min_a Q(s,a)): both conditionals are averages of exp(eta Q)."""
     N = game.num_agents
@@ -249,7 +249,7 @@ def guider_log_ratio(game, pi_s, Q, eta):
 
 
 def magpo_run(game, pi0, obs_map, eta, num_iterations, weighting="pi_k"):
-    """K exact MAGPO iterations from the product policy pi0 (notes §2):
+    """K exact MAGPO iterations from the product policy pi0 (docs/algorithm.md §11):
       1-2. guider mu_k = pi_k (backtracked), Q = Q_{mu_k}, mu_hat = mu_k exp(eta Q) / Z;
       3.   pi_{k+1} = argmin KL(mu_hat || pi) over product policies (d-weighted under aliasing);
       4.   backtrack mu_{k+1} = pi_{k+1}.

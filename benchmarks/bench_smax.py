@@ -1,7 +1,7 @@
 """SMAX speed (by hand, not a test): the wrapper's env-steps/s, its compile times, and the
 training throughput of magpo_smax.py.
 
-1. Wrapper: `utils/smax.py` with 64 envs, stepping random legal actions (drawn by torch from
+1. Wrapper: `utils/smax.py` with 64 envs, stepping random legal actions (drawn with numpy from
    `avail_actions()`, as a policy would) for 1 s, repeated; median and range of env-steps/s.
    One env-step is one step of one environment.
 2. Compile: in a fresh process, the time to build the env, `reset()` and the first `step()`, with
@@ -27,20 +27,21 @@ sys.path.insert(0, REPO)
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as magpo_smax.py, before torch is imported
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from utils import random_actions  # noqa: E402
 from utils.smax import make_env  # noqa: E402
 
 
 def wrapper_steps_per_second(map_name, num_envs, repeats, seconds=1.0):
-    envs = make_env(map_name, num_envs, seed=0)
+    envs = make_env(num_envs, seed=0, map_name=map_name)
     envs.reset()
-    generator = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
 
     def act():
-        avail = envs.avail_actions().float()
-        return torch.multinomial(avail.reshape(-1, avail.shape[-1]), 1, generator=generator).reshape(avail.shape[:2])
+        return random_actions(envs, rng)
 
     for _ in range(5):  # compile and warm up
         envs.step(act())
@@ -55,14 +56,15 @@ def wrapper_steps_per_second(map_name, num_envs, repeats, seconds=1.0):
 
 
 COMPILE_SNIPPET = """
-import time, torch
+import time
+import numpy as np
 start = time.perf_counter()
 from utils.smax import make_env
-envs = make_env({map_name!r}, {num_envs}, seed=0)
+envs = make_env({num_envs}, seed=0, map_name={map_name!r})
 built = time.perf_counter()
 envs.reset()
 reset = time.perf_counter()
-envs.step(torch.full(({num_envs}, envs.num_agents), 4))
+envs.step(np.full(({num_envs}, envs.num_agents), 4))
 print(built - start, reset - built, time.perf_counter() - reset)
 """
 

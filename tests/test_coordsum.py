@@ -1,5 +1,5 @@
 """utils/coordsum.py: CoordSum's reward and history rules on hand-built episodes, the reference returns of
-MAGPO_NOTES.md §5 reproduced by scripted policies, and the batched-env interface (shapes, dtypes,
+scripted policies (quoted in docs/algorithm.md §1), and the batched-env interface (shapes, dtypes,
 auto-reset, seeding, input checks)."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Tests of theory_check.py: exact tabular MAGPO (notes §2). Lemma 1, exact policy evaluation, the two steps of the
+"""Tests of theory_check.py: exact tabular MAGPO (docs/algorithm.md §11). Lemma 1, exact policy evaluation, the two steps of the
 idealised iteration (mirror descent and KL projection, with and without observation aliasing), and what the
 monotone-improvement claim of Theorem 4.1 does and does not survive (docs/theory.md)."""
 

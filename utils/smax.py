@@ -61,7 +61,7 @@ import numpy as np
 
 from utils import VecEnv
 
-# The paper's ten SMAX maps (notes §4); any map registered in JaxMARL is accepted.
+# The paper's ten SMAX maps (docs/algorithm.md §14); any map registered in JaxMARL is accepted.
 PAPER_MAPS = (
     "2s3z", "3s5z", "5m_vs_6m", "10m_vs_11m", "27m_vs_30m", "3s5z_vs_3s6z", "3s_vs_5z", "6h_vs_8z",
     "smacv2_5_units", "smacv2_10_units",
