@@ -61,7 +61,9 @@ class Args:
 def load_checkpoint(path):
     """The checkpoint dict written by a training script's `--save-model`; ValueError if it is not one."""
     if not os.path.isfile(path):
-        raise ValueError(f"no model file at {path!r} (train with --save-model; it writes runs/<run>/<exp_name>.cleanrl_model)")
+        raise ValueError(
+            f"no model file at {path!r} (train with --save-model; it writes runs/<run>/<exp_name>.cleanrl_model)"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises different errors for different kinds of wrong file
@@ -120,7 +122,9 @@ def build_policy(checkpoint, policy="learner", which="best"):
         network.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"the saved {policy} weights do not fit {checkpoint['script']}'s network: {first_line}") from None
+        raise ValueError(
+            f"the saved {policy} weights do not fit {checkpoint['script']}'s network: {first_line}"
+        ) from None
     return module, network.eval(), hidden
 
 

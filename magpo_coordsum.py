@@ -670,7 +670,9 @@ def evaluate_and_log(learner, guider, eval_envs, device, args, writer, step):
     guider_return, _ = evaluate(guider, eval_envs, device, args.guider_dim)
     writer.add_scalar("eval/learner_return", learner_return.mean(), step)
     writer.add_scalar("eval/guider_return", guider_return.mean(), step)
-    print(f"global_step={step}, eval/learner_return={learner_return.mean():.3f}, eval/guider_return={guider_return.mean():.3f}")
+    print(
+        f"global_step={step}, eval/learner_return={learner_return.mean():.3f}, eval/guider_return={guider_return.mean():.3f}"
+    )
     return learner_return.mean()
 
 
@@ -708,7 +710,10 @@ def validate_args(args: Args) -> None:
         (0.0 <= args.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"),
         (args.ent_coef >= 0.0 and args.vf_coef >= 0.0, "--ent-coef and --vf-coef must be >= 0"),
         (args.max_grad_norm > 0.0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
-        (not args.capture_video, "--capture-video is not available for CoordSum: this repository has no CoordSum renderer"),
+        (
+            not args.capture_video,
+            "--capture-video is not available for CoordSum: this repository has no CoordSum renderer",
+        ),
         (
             min(args.learner_hidden, args.guider_dim, args.guider_heads, args.guider_blocks) >= 1,
             "network sizes must be >= 1",

@@ -663,7 +663,9 @@ def evaluate_and_log(learner, guider, eval_envs, device, args, writer, step, vid
     guider_return, _ = evaluate(guider, eval_envs, device, args.guider_dim)
     writer.add_scalar("eval/learner_return", learner_return.mean(), step)
     writer.add_scalar("eval/guider_return", guider_return.mean(), step)
-    print(f"global_step={step}, eval/learner_return={learner_return.mean():.3f}, eval/guider_return={guider_return.mean():.3f}")
+    print(
+        f"global_step={step}, eval/learner_return={learner_return.mean():.3f}, eval/guider_return={guider_return.mean():.3f}"
+    )
     return learner_return.mean()
 
 

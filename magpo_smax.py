@@ -793,7 +793,9 @@ if __name__ == "__main__":
     N, obs_dim, action_dim, continuous = envs.num_agents, envs.obs_dim, envs.action_dim, envs.continuous_actions
     state_dim = envs.state_dim if args.guider_global_state else 0
 
-    guider = Guider(obs_dim, N, action_dim, continuous, args.guider_dim, args.guider_heads, args.guider_blocks, state_dim)
+    guider = Guider(
+        obs_dim, N, action_dim, continuous, args.guider_dim, args.guider_heads, args.guider_blocks, state_dim
+    )
     guider = guider.to(device)
     learner = Learner(obs_dim, N, action_dim, continuous, args.learner_hidden).to(device)
     guider_optimizer = torch.optim.Adam(guider.parameters(), lr=args.learning_rate, eps=1e-5)
@@ -891,7 +893,12 @@ if __name__ == "__main__":
                 mb = torch.from_numpy(env_inds[begin : begin + args.minibatch_envs]).to(device)
                 mb_obs, mb_starts, mb_actions, mb_avail = obs[:, mb], starts[:, mb], actions[:, mb], avails[:, mb]
                 g_params, g_logp, g_entropy, g_value = guider.evaluate(
-                    mb_obs, guider_h0[mb], mb_starts, mb_actions, perms[:, mb], mb_avail,
+                    mb_obs,
+                    guider_h0[mb],
+                    mb_starts,
+                    mb_actions,
+                    perms[:, mb],
+                    mb_avail,
                     world_states[:, mb] if state_dim else None,
                 )
                 l_params, _ = learner(mb_obs, learner_h0[mb], mb_starts, mb_avail)  # (T, M, N, P)

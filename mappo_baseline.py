@@ -701,7 +701,9 @@ if __name__ == "__main__":
             global_step += B
             obs[step], states[step], avails[step], starts[step] = next_obs, next_state, next_avail, next_start
             with torch.no_grad():
-                params, actor_h = learner(next_obs.unsqueeze(0), actor_h, next_start.unsqueeze(0), next_avail.unsqueeze(0))
+                params, actor_h = learner(
+                    next_obs.unsqueeze(0), actor_h, next_start.unsqueeze(0), next_avail.unsqueeze(0)
+                )
                 action = dist_sample(params[0], continuous)  # (B, N[, A])
                 logprob = dist_log_prob(params[0], action, continuous)  # (B, N)
                 value, critic_h = critic(

@@ -258,7 +258,10 @@ def final_scores(runs: list[Run], metric: str) -> tuple[np.ndarray, str, list[st
 
 
 def final_table(
-    groups: dict[tuple[str, str], list[Run]], metric: str, reps: int, seed: int,
+    groups: dict[tuple[str, str], list[Run]],
+    metric: str,
+    reps: int,
+    seed: int,
     incomplete: dict[str, str] | None = None,
 ) -> str:
     """Markdown table of the final score per (task, algorithm): seeds, mean, IQM and its 95% CI, and each

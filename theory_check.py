@@ -77,12 +77,18 @@ def validate_args(args: Args) -> None:
     checks = [
         (args.seed >= 0, f"--seed must be >= 0 (np.random.default_rng takes no negative seed), got {args.seed}"),
         (args.num_states >= 1, f"--num-states must be >= 1, got {args.num_states}"),
-        (args.num_actions >= 2,
-         f"--num-actions must be >= 2 (one action leaves one policy, nothing to check), got {args.num_actions}"),
-        (0.0 <= args.gamma < 1.0,
-         f"--gamma must be in [0, 1) (the values solve (I - gamma P) V = r), got {args.gamma}"),
-        (1 <= args.num_obs <= args.num_states,
-         f"--num-obs must be in [1, --num-states = {args.num_states}] (every observation is used), got {args.num_obs}"),
+        (
+            args.num_actions >= 2,
+            f"--num-actions must be >= 2 (one action leaves one policy, nothing to check), got {args.num_actions}",
+        ),
+        (
+            0.0 <= args.gamma < 1.0,
+            f"--gamma must be in [0, 1) (the values solve (I - gamma P) V = r), got {args.gamma}",
+        ),
+        (
+            1 <= args.num_obs <= args.num_states,
+            f"--num-obs must be in [1, --num-states = {args.num_states}] (every observation is used), got {args.num_obs}",
+        ),
         (len(args.agent_counts) >= 1, "--agent-counts needs at least one number of agents"),
         (all(n >= 1 for n in args.agent_counts), f"--agent-counts must all be >= 1, got {args.agent_counts}"),
         (len(args.etas) >= 1, "--etas needs at least one step size"),
@@ -318,13 +324,17 @@ def main(args):
         mu = rng.dirichlet(np.ones(args.num_actions**N), size=args.num_states)  # full support, not a product
         order = tuple(int(i) for i in rng.permutation(N)[: rng.integers(1, N + 1)])
         lemma_max = max(lemma_max, lemma1_error(game, mu, order))
-    print(f"Lemma 1 (multi-agent advantage decomposition): {args.lemma_trials} random joint policies / subsets / "
-          f"orders, max |error| = {lemma_max:.2e} (tolerance {args.tol:.0e})")
+    print(
+        f"Lemma 1 (multi-agent advantage decomposition): {args.lemma_trials} random joint policies / subsets / "
+        f"orders, max |error| = {lemma_max:.2e} (tolerance {args.tol:.0e})"
+    )
 
     # Theorem 4.1 sweep: the same games and initial policies for every eta (paired), violations counted per iteration
     variants = [("full", "-"), ("aliased", "pi_k"), ("aliased", "mu_hat")]
-    print(f"\nTheorem 4.1 sweep: S={args.num_states}, A={args.num_actions}, gamma={args.gamma}, K={args.num_iterations} "
-          f"iterations x {args.num_games} random games per row, aliasing = {args.num_obs} observations per agent")
+    print(
+        f"\nTheorem 4.1 sweep: S={args.num_states}, A={args.num_actions}, gamma={args.gamma}, K={args.num_iterations} "
+        f"iterations x {args.num_games} random games per row, aliasing = {args.num_obs} observations per agent"
+    )
     print("viol. iters = iterations with V(pi_{k+1}) < V(pi_k) - tol; worst = largest V(pi_k) - V(pi_{k+1});")
     print("gain = mean V(pi_K) - V(pi_0); delta_eff = median over runs of exp(max per-agent |log mu_hat/pi_k|)\n")
     header = "| obs | weighting | N | eta | viol. iters | runs w/ viol. | worst viol. | gain | delta_eff |"
@@ -340,8 +350,9 @@ def main(args):
                     if obs == "full":
                         obs_map = identity_obs_map(N, args.num_states)
                     else:
-                        obs_map = random_obs_map(np.random.default_rng([args.seed, 2, N, g]), N, args.num_states,
-                                                 args.num_obs)
+                        obs_map = random_obs_map(
+                            np.random.default_rng([args.seed, 2, N, g]), N, args.num_states, args.num_obs
+                        )
                     pi0 = rng.dirichlet(np.ones(args.num_actions), size=(N, obs_map.max() + 1))
                     values, max_log_ratio = magpo_run(game, pi0, obs_map, eta, args.num_iterations, weighting)
                     drops = values[:-1] - values[1:]
@@ -354,18 +365,24 @@ def main(args):
                 worst_str = f"{worst:.1e}" if worst > args.tol else "none"
                 delta_eff = np.exp(np.median(log_ratios))
                 delta_str = f"{delta_eff:.3g}" if delta_eff < 1e6 else f"e^{np.median(log_ratios):.0f}"
-                print(f"| {obs} | {weighting} | {N} | {eta:g} | {n_viol}/{n_iter} ({n_viol / n_iter:.1%}) | "
-                      f"{runs_viol}/{args.num_games} | {worst_str} | {np.mean(gains):.3f} | {delta_str} |")
+                print(
+                    f"| {obs} | {weighting} | {N} | {eta:g} | {n_viol}/{n_iter} ({n_viol / n_iter:.1%}) | "
+                    f"{runs_viol}/{args.num_games} | {worst_str} | {np.mean(gains):.3f} | {delta_str} |"
+                )
 
     # A counterexample to Theorem 4.1 at every small step size: one step from an exact mixed equilibrium
     game, pi0 = mixed_equilibrium_example()
     obs_map = identity_obs_map(2, 1)
-    print("\nOne step from an exact mixed equilibrium (one state, R = [[1, 0], [0.5, 0.75]], pi^0 = (0.2, 0.8), "
-          "pi^1 = (0.6, 0.4), V = 0.6):")
+    print(
+        "\nOne step from an exact mixed equilibrium (one state, R = [[1, 0], [0.5, 0.75]], pi^0 = (0.2, 0.8), "
+        "pi^1 = (0.6, 0.4), V = 0.6):"
+    )
     for eta in args.etas:
         values, _ = magpo_run(game, pi0, obs_map, eta, 1)
-        print(f"  eta = {eta:g}: V(pi_1) - V(pi_0) = {values[1] - values[0]:+.2e}  "
-              f"((V(pi_1) - V(pi_0)) / eta^4 = {(values[1] - values[0]) / eta**4:+.2e})")
+        print(
+            f"  eta = {eta:g}: V(pi_1) - V(pi_0) = {values[1] - values[0]:+.2e}  "
+            f"((V(pi_1) - V(pi_0)) / eta^4 = {(values[1] - values[0]) / eta**4:+.2e})"
+        )
 
     print(f"\ntotal time {time.time() - start:.1f} s")
     if lemma_max > args.tol:

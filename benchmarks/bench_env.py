@@ -63,16 +63,22 @@ def main():
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 256], help="B of SimpleSpreadVec")
     args = parser.parse_args()
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}; "
-          f"median of {args.repeats} x {args.seconds:g} s, continuous random actions\n")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
+    print(
+        f"CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}; "
+        f"median of {args.repeats} x {args.seconds:g} s, continuous random actions\n"
+    )
     print("| N | implementation | envs | env-steps/s | min - max | x mpe2 |")
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for N in args.agents:
-        configs = [("mpe2 parallel_env, Python loop", args.mpe2_envs, mpe2_loop(args.mpe2_envs, N)),
-                   ("PettingZooMPE (mpe2 backend)", args.mpe2_envs, batched(PettingZooMPE, args.mpe2_envs, N))]
+        configs = [
+            ("mpe2 parallel_env, Python loop", args.mpe2_envs, mpe2_loop(args.mpe2_envs, N)),
+            ("PettingZooMPE (mpe2 backend)", args.mpe2_envs, batched(PettingZooMPE, args.mpe2_envs, N)),
+        ]
         configs += [("SimpleSpreadVec (numpy)", B, batched(SimpleSpreadVec, B, N)) for B in args.batch_sizes]
         # a pool of actions made in advance, so that drawing them is not timed
         pools = [rng.uniform(0.0, 1.0, (16, B, N, 5)).astype(np.float32) for _, B, _ in configs]

@@ -71,16 +71,33 @@ print(built - start, reset - built, time.perf_counter() - reset)
 
 def compile_times(map_name, num_envs, cache_dir):
     env = {**os.environ, "MAGPO_JAX_CACHE_DIR": cache_dir, "PYTHONPATH": REPO}
-    out = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET.format(map_name=map_name, num_envs=num_envs)],
-                         env=env, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", COMPILE_SNIPPET.format(map_name=map_name, num_envs=num_envs)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return [float(x) for x in out.split()]  # import + build, reset (compile), first step (compile)
 
 
 def training_sps(extra, updates, num_envs=64, num_steps=128):
     with tempfile.TemporaryDirectory() as cwd:
-        cmd = [sys.executable, os.path.join(REPO, "magpo_smax.py"), "--total-timesteps", str(updates * num_envs * num_steps),
-               "--num-envs", str(num_envs), "--num-steps", str(num_steps), "--eval-interval", "100000000",
-               "--num-eval-episodes", str(num_envs), *extra]
+        cmd = [
+            sys.executable,
+            os.path.join(REPO, "magpo_smax.py"),
+            "--total-timesteps",
+            str(updates * num_envs * num_steps),
+            "--num-envs",
+            str(num_envs),
+            "--num-steps",
+            str(num_steps),
+            "--eval-interval",
+            "100000000",
+            "--num-eval-episodes",
+            str(num_envs),
+            *extra,
+        ]
         subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
         (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
         acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
@@ -99,7 +116,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--updates", type=int, default=3, help="updates (64 envs x 128 steps each) per training run")
-    parser.add_argument("--maps", nargs="+", default=["2s3z", "3m", "27m_vs_30m"], help="maps for the wrapper benchmark")
+    parser.add_argument(
+        "--maps", nargs="+", default=["2s3z", "3m", "27m_vs_30m"], help="maps for the wrapper benchmark"
+    )
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -114,8 +133,13 @@ def main():
     with tempfile.TemporaryDirectory() as cache:
         cold = compile_times("2s3z", 64, cache)
         warm = compile_times("2s3z", 64, cache)
-    table([f"| {name} | {c[0]:.1f} | {c[1]:.1f} | {c[2]:.1f} |" for name, c in (("empty (cold)", cold), ("filled (warm)", warm))],
-          "| 2s3z, 64 envs, persistent cache | import + build (s) | reset incl. compile (s) | first step incl. compile (s) |")
+    table(
+        [
+            f"| {name} | {c[0]:.1f} | {c[1]:.1f} | {c[2]:.1f} |"
+            for name, c in (("empty (cold)", cold), ("filled (warm)", warm))
+        ],
+        "| 2s3z, 64 envs, persistent cache | import + build (s) | reset incl. compile (s) | first step incl. compile (s) |",
+    )
 
     if args.skip_training:
         return
@@ -131,7 +155,9 @@ def main():
     rows = []
     for name, values in results.items():
         median = statistics.median(values)
-        rows.append(f"| {name} | {median:,.0f} | {min(values):,.0f} - {max(values):,.0f} | {5e6 / median / 60:.0f} min |")
+        rows.append(
+            f"| {name} | {median:,.0f} | {min(values):,.0f} - {max(values):,.0f} | {5e6 / median / 60:.0f} min |"
+        )
     table(rows, f"| configuration | training env-steps/s (median of {args.repeats}) | min - max | 5M steps take |")
 
 

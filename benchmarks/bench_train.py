@@ -24,9 +24,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_sps(extra, updates, num_envs=64, num_steps=128):
     with tempfile.TemporaryDirectory() as cwd:
-        cmd = [sys.executable, os.path.join(REPO, "magpo_mpe.py"), "--total-timesteps", str(updates * num_envs * num_steps),
-               "--num-envs", str(num_envs), "--num-steps", str(num_steps), "--eval-interval", "100000000",
-               "--num-eval-episodes", "4", *extra]
+        cmd = [
+            sys.executable,
+            os.path.join(REPO, "magpo_mpe.py"),
+            "--total-timesteps",
+            str(updates * num_envs * num_steps),
+            "--num-envs",
+            str(num_envs),
+            "--num-steps",
+            str(num_steps),
+            "--eval-interval",
+            "100000000",
+            "--num-eval-episodes",
+            "4",
+            *extra,
+        ]
         subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
         (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
         acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})

@@ -21,8 +21,14 @@ def run_script(script, args, cwd, timeout=300, fast_compile=False):
     env = dict(os.environ)
     if fast_compile:
         env.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def scalars(run_dir):

@@ -35,18 +35,21 @@ def play(env, joint_actions):
 
 def test_rewards_history_ties_and_empty_history():
     env = fixed_env(targets=(5,))
-    rewards = play(env, [
-        (3, 2, 0),  # hit; empty history -> guess 0; a0=3 != 0                     -> 2   counts {3:1}
-        (3, 1, 1),  # hit; guess 3 == a0                                            -> 1   {3:2}
-        (1, 4, 0),  # hit; guess 3                                                  -> 2   {3:2, 1:1}
-        (1, 0, 4),  # hit; guess 3                                                  -> 2   {3:2, 1:2}
-        (1, 2, 2),  # hit; tie 1 vs 3 -> lowest index 1 == a0                       -> 1   {3:2, 1:3}
-        (3, 2, 0),  # hit; guess 1                                                  -> 2   {3:3, 1:3}
-        (3, 2, 0),  # hit; tie -> guess 1                                           -> 2   {3:4, 1:3}
-        (3, 2, 0),  # hit; guess 3                                                  -> 1   {3:5, 1:3}
-        (0, 0, 0),  # miss (sum 0 != 5)                                             -> 0   {3:5, 1:3, 0:1}
-        (9, 9, 9),  # miss (sum 27)                                                 -> 0   {3:5, 1:3, 0:1, 9:1}
-    ])
+    rewards = play(
+        env,
+        [
+            (3, 2, 0),  # hit; empty history -> guess 0; a0=3 != 0                     -> 2   counts {3:1}
+            (3, 1, 1),  # hit; guess 3 == a0                                            -> 1   {3:2}
+            (1, 4, 0),  # hit; guess 3                                                  -> 2   {3:2, 1:1}
+            (1, 0, 4),  # hit; guess 3                                                  -> 2   {3:2, 1:2}
+            (1, 2, 2),  # hit; tie 1 vs 3 -> lowest index 1 == a0                       -> 1   {3:2, 1:3}
+            (3, 2, 0),  # hit; guess 1                                                  -> 2   {3:3, 1:3}
+            (3, 2, 0),  # hit; tie -> guess 1                                           -> 2   {3:4, 1:3}
+            (3, 2, 0),  # hit; guess 3                                                  -> 1   {3:5, 1:3}
+            (0, 0, 0),  # miss (sum 0 != 5)                                             -> 0   {3:5, 1:3, 0:1}
+            (9, 9, 9),  # miss (sum 27)                                                 -> 0   {3:5, 1:3, 0:1, 9:1}
+        ],
+    )
     assert rewards == [2, 1, 2, 2, 1, 2, 2, 1, 0, 0]
     np.testing.assert_array_equal(env.history_counts[0, 5], [1, 3, 0, 5, 0, 0, 0, 0, 0, 1])
     assert env.history_counts.sum() == 10  # only row 5 was touched
@@ -188,12 +191,15 @@ def test_uniform_random_return(scenario):
     assert lo <= ret <= hi
 
 
-@pytest.mark.parametrize("policy, scenario, expected", [
-    (memoryless, "3x10", 102.0),     # notes: ≈ 102 (3x10)
-    (memoryless, "3x30", 125.0),     # notes: "to 125"
-    (history_aware, "3x10", 183.0),  # notes: ≈ 183 (3x10)
-    (history_aware, "8x15", 199.0),  # notes: "to 199"
-])
+@pytest.mark.parametrize(
+    "policy, scenario, expected",
+    [
+        (memoryless, "3x10", 102.0),  # notes: ≈ 102 (3x10)
+        (memoryless, "3x30", 125.0),  # notes: "to 125"
+        (history_aware, "3x10", 183.0),  # notes: ≈ 183 (3x10)
+        (history_aware, "8x15", 199.0),  # notes: "to 199"
+    ],
+)
 def test_reference_returns(policy, scenario, expected):
     ret = mean_return(policy, scenario)
     assert abs(ret - expected) <= 0.05 * expected, ret
@@ -290,10 +296,19 @@ def test_determinism_with_seed():
     assert all(np.array_equal(x, y) for x, y in zip(a, d))
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(num_envs=0), dict(num_envs=-1), dict(num_envs=2.5), dict(scenario="4x4"), dict(scenario="3x10-30"),
-    dict(history="none"), dict(max_steps=0), dict(max_steps=1.5),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(num_envs=0),
+        dict(num_envs=-1),
+        dict(num_envs=2.5),
+        dict(scenario="4x4"),
+        dict(scenario="3x10-30"),
+        dict(history="none"),
+        dict(max_steps=0),
+        dict(max_steps=1.5),
+    ],
+)
 def test_bad_constructor_args_raise(kwargs):
     args = dict(num_envs=2, scenario="3x10", history="official", max_steps=100) | kwargs
     with pytest.raises(ValueError):
@@ -307,8 +322,13 @@ def test_bad_actions_and_call_order_raise():
     with pytest.raises(RuntimeError):
         env.state()
     env.reset()
-    for bad in (np.zeros((2, 2), dtype=np.int64), np.zeros((3, 3), dtype=np.int64), np.zeros((2, 3)),
-                np.full((2, 3), 10), np.full((2, 3), -1)):
+    for bad in (
+        np.zeros((2, 2), dtype=np.int64),
+        np.zeros((3, 3), dtype=np.int64),
+        np.zeros((2, 3)),
+        np.full((2, 3), 10),
+        np.full((2, 3), -1),
+    ):
         with pytest.raises(ValueError):
             env.step(bad)
     with pytest.raises(ValueError):
@@ -341,7 +361,13 @@ def test_make_env_passes_every_argument_on():
     # make_env(num_envs, seed=None, **task): the common signature of every utils module
     env = make_env(3, 4, scenario="5x20", history="full", max_steps=7, obs_encoding="onehot")
     assert type(env) is CoordSumVec
-    assert (env.num_envs, env.scenario, env.history, env.max_steps, env.obs_encoding) == (3, "5x20", "full", 7, "onehot")
+    assert (env.num_envs, env.scenario, env.history, env.max_steps, env.obs_encoding) == (
+        3,
+        "5x20",
+        "full",
+        7,
+        "onehot",
+    )
     ref = CoordSumVec(3, "5x20", history="full", max_steps=7, seed=4, obs_encoding="onehot")
     np.testing.assert_array_equal(env.reset(), ref.reset())
     rng = np.random.default_rng(0)
@@ -352,4 +378,9 @@ def test_make_env_passes_every_argument_on():
         for a, b in zip([*ours, *info.values()], [*theirs, *ref_info.values()]):
             np.testing.assert_array_equal(a, b)
     default = make_env(2)
-    assert (default.scenario, default.history, default.max_steps, default.obs_encoding) == ("3x10", "official", 100, "raw")
+    assert (default.scenario, default.history, default.max_steps, default.obs_encoding) == (
+        "3x10",
+        "official",
+        100,
+        "raw",
+    )

@@ -27,7 +27,11 @@ def trained(seed7_runs):
 def enjoy_cli(*args, timeout=120, fast_compile=False):
     env = {**os.environ, **({"XLA_FLAGS": "--xla_backend_optimization_level=0"} if fast_compile else {})}
     return subprocess.run(
-        [sys.executable, os.path.join(REPO, "enjoy.py"), *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, os.path.join(REPO, "enjoy.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -46,7 +50,9 @@ def test_saved_model_loads_to_identical_actions(trained, policy):
     if policy == "learner":
         rebuilt, fresh = (magpo_mpe.Learner(*dims, a["learner_hidden"]) for _ in range(2))
     else:
-        rebuilt, fresh = (magpo_mpe.Guider(*dims, a["guider_dim"], a["guider_heads"], a["guider_blocks"]) for _ in range(2))
+        rebuilt, fresh = (
+            magpo_mpe.Guider(*dims, a["guider_dim"], a["guider_heads"], a["guider_blocks"]) for _ in range(2)
+        )
     rebuilt.load_state_dict(saved[policy])
 
     obs = torch.from_numpy(enjoy.make_eval_envs(checkpoint, 6, seed=3).reset())

@@ -49,18 +49,44 @@ MPE_SCORE = (-80.0, -5.0)  # negative distances and collision penalties: -20 to 
 COORDSUM_SCORE = (1.0, 15.0)  # uniform random scores ~5.8 over 100 steps on 3x10 (tests/test_coordsum.py)
 SMAX_SCORE = (0.0, 2.0)  # all enemy health (1) + the won-battle bonus (1) is the most there is
 CASES = {
-    "mpe-numpy-continuous": Case(lambda seed: mpe.make_env(B, seed, continuous_actions=True),
-                                 True, False, False, MPE_SCORE, mpe_first_obs),
-    "mpe-numpy-discrete": Case(lambda seed: mpe.make_env(B, seed, continuous_actions=False),
-                               False, False, False, MPE_SCORE, mpe_first_obs),
-    "mpe-pettingzoo-continuous": Case(lambda seed: mpe.make_env(B, seed, backend="pettingzoo", continuous_actions=True),
-                                      True, False, False, MPE_SCORE, mpe_first_obs),
-    "mpe-pettingzoo-discrete": Case(lambda seed: mpe.make_env(B, seed, backend="pettingzoo", continuous_actions=False),
-                                    False, False, False, MPE_SCORE, mpe_first_obs),
-    "coordsum-raw": Case(lambda seed: coordsum.make_env(B, seed, scenario="3x10", obs_encoding="raw"),
-                         False, False, False, COORDSUM_SCORE, coordsum_first_obs),
-    "coordsum-onehot": Case(lambda seed: coordsum.make_env(B, seed, scenario="3x10", obs_encoding="onehot"),
-                            False, False, False, COORDSUM_SCORE, coordsum_first_obs),
+    "mpe-numpy-continuous": Case(
+        lambda seed: mpe.make_env(B, seed, continuous_actions=True), True, False, False, MPE_SCORE, mpe_first_obs
+    ),
+    "mpe-numpy-discrete": Case(
+        lambda seed: mpe.make_env(B, seed, continuous_actions=False), False, False, False, MPE_SCORE, mpe_first_obs
+    ),
+    "mpe-pettingzoo-continuous": Case(
+        lambda seed: mpe.make_env(B, seed, backend="pettingzoo", continuous_actions=True),
+        True,
+        False,
+        False,
+        MPE_SCORE,
+        mpe_first_obs,
+    ),
+    "mpe-pettingzoo-discrete": Case(
+        lambda seed: mpe.make_env(B, seed, backend="pettingzoo", continuous_actions=False),
+        False,
+        False,
+        False,
+        MPE_SCORE,
+        mpe_first_obs,
+    ),
+    "coordsum-raw": Case(
+        lambda seed: coordsum.make_env(B, seed, scenario="3x10", obs_encoding="raw"),
+        False,
+        False,
+        False,
+        COORDSUM_SCORE,
+        coordsum_first_obs,
+    ),
+    "coordsum-onehot": Case(
+        lambda seed: coordsum.make_env(B, seed, scenario="3x10", obs_encoding="onehot"),
+        False,
+        False,
+        False,
+        COORDSUM_SCORE,
+        coordsum_first_obs,
+    ),
     "smax-3m": Case(lambda seed: smax.make_env(B, seed, map_name="3m"), False, True, True, SMAX_SCORE, smax_first_obs),
 }
 

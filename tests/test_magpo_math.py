@@ -67,8 +67,9 @@ def test_gae_matches_naive_sum():
     dones = (np.random.rand(T, B, 1) < 0.15).astype(np.float64)
     next_value, next_done = np.random.randn(B, N), (np.random.rand(B, 1) < 0.5).astype(np.float64)
     adv, ret = compute_gae(*map(torch.from_numpy, (rewards, values, dones, next_value, next_done)), 0.99, 0.95)
-    expected = naive_gae(rewards, values, np.broadcast_to(dones, (T, B, N)), next_value,
-                         np.broadcast_to(next_done, (B, N)), 0.99, 0.95)
+    expected = naive_gae(
+        rewards, values, np.broadcast_to(dones, (T, B, N)), next_value, np.broadcast_to(next_done, (B, N)), 0.99, 0.95
+    )
     np.testing.assert_allclose(adv.numpy(), expected, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(ret.numpy(), expected + values, rtol=1e-10, atol=1e-10)
 
@@ -112,10 +113,29 @@ def test_guider_loss_inside_band_equals_ppo():
     # every token strictly inside the band: |log mu - log pi| < log delta
     logp = (logp_learner + (torch.rand(64) * 2 - 1) * 0.9 * math.log(delta)).requires_grad_()
     kl = torch.rand(64)  # must be masked out entirely
-    loss, stats = guider_loss(logp=logp, logp_learner=logp_learner, kl_to_learner=kl, **tok, clip_coef=eps, delta=delta,
-                              ent_coef=0.01, vf_coef=0.5, norm_adv=False)
-    ref = ppo_reference(logp, tok["logp_behaviour"], tok["advantages"], tok["value"], tok["value_old"],
-                        tok["returns"], tok["entropy"], eps, 0.01, 0.5)
+    loss, stats = guider_loss(
+        logp=logp,
+        logp_learner=logp_learner,
+        kl_to_learner=kl,
+        **tok,
+        clip_coef=eps,
+        delta=delta,
+        ent_coef=0.01,
+        vf_coef=0.5,
+        norm_adv=False,
+    )
+    ref = ppo_reference(
+        logp,
+        tok["logp_behaviour"],
+        tok["advantages"],
+        tok["value"],
+        tok["value_old"],
+        tok["returns"],
+        tok["entropy"],
+        eps,
+        0.01,
+        0.5,
+    )
     assert stats["out_of_band_frac"] == 0.0 and stats["guider_kl_loss"] == 0.0
     torch.testing.assert_close(loss, ref)
     (g1,) = torch.autograd.grad(loss, logp)
@@ -126,10 +146,22 @@ def test_guider_loss_inside_band_equals_ppo():
 def _pg_grad(logp_value, logp_learner_value, logp_old_value, adv_value, delta=1.5, eps=0.2):
     logp = torch.tensor([logp_value], requires_grad=True)
     zero = torch.zeros(1)
-    loss, stats = guider_loss(logp=logp, logp_behaviour=torch.tensor([logp_old_value]),
-                              logp_learner=torch.tensor([logp_learner_value]), advantages=torch.tensor([adv_value]),
-                              kl_to_learner=zero, entropy=zero, value=zero, value_old=zero, returns=zero,
-                              clip_coef=eps, delta=delta, ent_coef=0.0, vf_coef=0.0, norm_adv=False)
+    loss, stats = guider_loss(
+        logp=logp,
+        logp_behaviour=torch.tensor([logp_old_value]),
+        logp_learner=torch.tensor([logp_learner_value]),
+        advantages=torch.tensor([adv_value]),
+        kl_to_learner=zero,
+        entropy=zero,
+        value=zero,
+        value_old=zero,
+        returns=zero,
+        clip_coef=eps,
+        delta=delta,
+        ent_coef=0.0,
+        vf_coef=0.0,
+        norm_adv=False,
+    )
     (grad,) = torch.autograd.grad(loss, logp)
     return grad.item(), stats
 
@@ -175,9 +207,22 @@ def test_guider_masked_kl_acts_only_outside_band():
     outside = ((logp - logp_learner).abs() > math.log(delta)).detach()
     assert 0 < outside.sum() < 200, "the test needs tokens on both sides of the band"
     zeros = torch.zeros(200)
-    loss, stats = guider_loss(logp=logp.detach(), logp_behaviour=logp.detach(), logp_learner=logp_learner,
-                              advantages=zeros, kl_to_learner=kl, entropy=zeros, value=zeros, value_old=zeros,
-                              returns=zeros, clip_coef=0.2, delta=delta, ent_coef=0.0, vf_coef=0.0, norm_adv=False)
+    loss, stats = guider_loss(
+        logp=logp.detach(),
+        logp_behaviour=logp.detach(),
+        logp_learner=logp_learner,
+        advantages=zeros,
+        kl_to_learner=kl,
+        entropy=zeros,
+        value=zeros,
+        value_old=zeros,
+        returns=zeros,
+        clip_coef=0.2,
+        delta=delta,
+        ent_coef=0.0,
+        vf_coef=0.0,
+        norm_adv=False,
+    )
     (grad,) = torch.autograd.grad(loss, guider_logits)
     assert torch.all(grad[~outside] == 0)
     assert torch.all(grad[outside].abs().sum(-1) > 0)
@@ -193,10 +238,29 @@ def test_guider_delta_inf_is_untethered_ppo():
     tok = _tokens()
     logp = (tok["logp_behaviour"] + 0.2 * torch.randn(64)).requires_grad_()
     logp_learner = tok["logp_behaviour"] + 3.0 * torch.randn(64)  # far away: no tether at delta=inf
-    loss, stats = guider_loss(logp=logp, logp_learner=logp_learner, kl_to_learner=torch.rand(64), **tok,
-                              clip_coef=0.2, delta=math.inf, ent_coef=0.0, vf_coef=0.5, norm_adv=False)
-    ref = ppo_reference(logp, tok["logp_behaviour"], tok["advantages"], tok["value"], tok["value_old"],
-                        tok["returns"], tok["entropy"], 0.2, 0.0, 0.5)
+    loss, stats = guider_loss(
+        logp=logp,
+        logp_learner=logp_learner,
+        kl_to_learner=torch.rand(64),
+        **tok,
+        clip_coef=0.2,
+        delta=math.inf,
+        ent_coef=0.0,
+        vf_coef=0.5,
+        norm_adv=False,
+    )
+    ref = ppo_reference(
+        logp,
+        tok["logp_behaviour"],
+        tok["advantages"],
+        tok["value"],
+        tok["value_old"],
+        tok["returns"],
+        tok["entropy"],
+        0.2,
+        0.0,
+        0.5,
+    )
     assert stats["out_of_band_frac"] == 0.0
     torch.testing.assert_close(loss, ref)
 
@@ -205,9 +269,22 @@ def test_guider_value_loss_clip_switch():
     """--clip-vloss (default): 0.5 max(unclipped, clipped)^2; --no-clip-vloss: plain 0.5 (V - R)^2."""
     value, value_old, returns = torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([3.0])
     zero = torch.zeros(1)
-    common = dict(logp=zero, logp_behaviour=zero, logp_learner=zero, advantages=zero, kl_to_learner=zero,
-                  entropy=zero, value=value, value_old=value_old, returns=returns, clip_coef=0.2, delta=1.5,
-                  ent_coef=0.0, vf_coef=1.0, norm_adv=False)
+    common = dict(
+        logp=zero,
+        logp_behaviour=zero,
+        logp_learner=zero,
+        advantages=zero,
+        kl_to_learner=zero,
+        entropy=zero,
+        value=value,
+        value_old=value_old,
+        returns=returns,
+        clip_coef=0.2,
+        delta=1.5,
+        ent_coef=0.0,
+        vf_coef=1.0,
+        norm_adv=False,
+    )
     _, clipped = guider_loss(**common)
     _, plain = guider_loss(**common, clip_vloss=False)
     assert clipped["value_loss"] == pytest.approx(0.5 * (0.2 - 3.0) ** 2)  # the clipped value 0.2 is further
@@ -222,8 +299,9 @@ def test_learner_kl_is_forward_kl_from_guider():
     mu, pi = guider_logits.softmax(-1), learner_logits.softmax(-1)
     torch.testing.assert_close(kl, (mu * (mu.log() - pi.log())).sum(-1))
     zeros = torch.zeros(50)
-    loss, stats = learner_loss(logp_learner=zeros, logp_behaviour=zeros, advantages=zeros, kl_from_guider=kl,
-                               clip_coef=0.2, alpha=0.0)
+    loss, stats = learner_loss(
+        logp_learner=zeros, logp_behaviour=zeros, advantages=zeros, kl_from_guider=kl, clip_coef=0.2, alpha=0.0
+    )
     (grad,) = torch.autograd.grad(loss, learner_logits)
     # forward KL = cross-entropy to mu: d/dlogits = (pi - mu) / num_tokens (reverse KL would differ)
     torch.testing.assert_close(grad, (pi - mu).detach() / 50)
@@ -236,8 +314,14 @@ def test_learner_loss_alpha_weights_off_policy_ppo(alpha):
     logp_learner = torch.log(torch.rand(n) * 0.8 + 0.1).requires_grad_()
     logp_behaviour = torch.log(torch.rand(n) * 0.8 + 0.1)
     adv, kl = torch.randn(n), torch.rand(n)
-    loss, stats = learner_loss(logp_learner=logp_learner, logp_behaviour=logp_behaviour, advantages=adv,
-                               kl_from_guider=kl, clip_coef=eps, alpha=alpha)
+    loss, stats = learner_loss(
+        logp_learner=logp_learner,
+        logp_behaviour=logp_behaviour,
+        advantages=adv,
+        kl_from_guider=kl,
+        clip_coef=eps,
+        alpha=alpha,
+    )
     a = (adv - adv.mean()) / (adv.std() + 1e-8)
     ratio = (logp_learner - logp_behaviour).exp()  # learner over the guider's behaviour
     rl = -torch.min(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a).mean()

@@ -46,8 +46,20 @@ def test_gae_is_magpo_mpe_gae():
 
 
 # ------------------------------------------------------------------------------- PPO loss
-def _loss(logp, logp_old, adv, entropy=None, value=None, value_old=None, returns=None, eps=0.2,
-          ent_coef=0.0, vf_coef=0.0, norm_adv=False, clip_vloss=True):
+def _loss(
+    logp,
+    logp_old,
+    adv,
+    entropy=None,
+    value=None,
+    value_old=None,
+    returns=None,
+    eps=0.2,
+    ent_coef=0.0,
+    vf_coef=0.0,
+    norm_adv=False,
+    clip_vloss=True,
+):
     zeros = torch.zeros_like(logp_old)
     return ppo_loss(
         logp=logp,
@@ -112,7 +124,9 @@ def test_ppo_loss_matches_a_reference_and_normalises_advantages():
     assert stats["approx_kl"] == pytest.approx(((ratio - 1) - (logp - logp_old)).mean().item())
     assert stats["approx_kl"] > 0
     # at the first step (pi = beta) the surrogate of normalised advantages is exactly zero
-    loss0, stats0 = _loss(logp_old, logp_old, adv, entropy * 0, value, value, value, eps, ent_coef, vf_coef, norm_adv=True)
+    loss0, stats0 = _loss(
+        logp_old, logp_old, adv, entropy * 0, value, value, value, eps, ent_coef, vf_coef, norm_adv=True
+    )
     assert abs(stats0["policy_loss"]) < 1e-12 and stats0["approx_kl"] == 0.0 and stats0["clipfrac"] == 0.0
     assert stats0["value_loss"] == 0.0 and abs(loss0.item()) < 1e-12
 
@@ -132,13 +146,23 @@ def test_ppo_loss_matches_a_reference_and_normalises_advantages():
 def test_clipped_value_loss(value, returns, expected_loss, expected_grad):
     v = torch.tensor([value], dtype=F64, requires_grad=True)
     zero = torch.zeros(1, dtype=F64)
-    loss, stats = _loss(zero, zero, zero, value=v, value_old=zero, returns=torch.tensor([returns], dtype=F64), vf_coef=1.0)
+    loss, stats = _loss(
+        zero, zero, zero, value=v, value_old=zero, returns=torch.tensor([returns], dtype=F64), vf_coef=1.0
+    )
     (grad,) = torch.autograd.grad(loss, v)
     assert stats["value_loss"] == pytest.approx(expected_loss)
     assert grad.item() == pytest.approx(expected_grad)
     # --no-clip-vloss: plain 0.5 (V - R)^2 whatever V_old is
-    loss, _ = _loss(zero, zero, zero, value=v, value_old=zero, returns=torch.tensor([returns], dtype=F64),
-                    vf_coef=1.0, clip_vloss=False)
+    loss, _ = _loss(
+        zero,
+        zero,
+        zero,
+        value=v,
+        value_old=zero,
+        returns=torch.tensor([returns], dtype=F64),
+        vf_coef=1.0,
+        clip_vloss=False,
+    )
     (grad,) = torch.autograd.grad(loss, v)
     assert loss.item() == pytest.approx(0.5 * (value - returns) ** 2)
     assert grad.item() == pytest.approx(value - returns)

@@ -135,8 +135,10 @@ def test_pettingzoo_backend_is_mpe2(continuous):
 @ACTION_KINDS
 def test_backends_agree_with_one_env(continuous):
     # with one env, a seed gives both backends the same random draws, auto-resets included
-    envs = [make_env(1, backend=backend, num_agents=4, continuous_actions=continuous, max_cycles=5, seed=3)
-            for backend in BACKENDS]
+    envs = [
+        make_env(1, backend=backend, num_agents=4, continuous_actions=continuous, max_cycles=5, seed=3)
+        for backend in BACKENDS
+    ]
     np.testing.assert_array_equal(*(env.reset() for env in envs))
     rng = np.random.default_rng(0)
     for _ in range(12):
@@ -200,8 +202,11 @@ def test_bad_actions_raise(backend):
 
 
 @pytest.mark.parametrize("env_class", [SimpleSpreadVec, PettingZooMPE])
-@pytest.mark.parametrize("bad", [dict(num_envs=0), dict(num_agents=1), dict(local_ratio=1.5),
-                                 dict(local_ratio=-0.1), dict(max_cycles=0)], ids=str)
+@pytest.mark.parametrize(
+    "bad",
+    [dict(num_envs=0), dict(num_agents=1), dict(local_ratio=1.5), dict(local_ratio=-0.1), dict(max_cycles=0)],
+    ids=str,
+)
 def test_bad_arguments_raise(env_class, bad):
     with pytest.raises(ValueError):
         env_class(**{"num_envs": 2, **bad})
@@ -216,7 +221,15 @@ def test_make_env_defaults_and_positional_seed():
     # make_env(num_envs, seed=None, backend="numpy", ...): the common signature of every utils module
     env = make_env(2)
     assert type(env) is SimpleSpreadVec
-    assert (env.num_envs, env.num_agents, env.continuous_actions, env.local_ratio, env.max_cycles) == (2, 3, True, 0.5, 25)
+    assert (env.num_envs, env.num_agents, env.continuous_actions, env.local_ratio, env.max_cycles) == (
+        2,
+        3,
+        True,
+        0.5,
+        25,
+    )
     for backend in BACKENDS:
-        np.testing.assert_array_equal(make_env(2, 4, backend=backend).reset(), make_env(2, seed=4, backend=backend).reset())
+        np.testing.assert_array_equal(
+            make_env(2, 4, backend=backend).reset(), make_env(2, seed=4, backend=backend).reset()
+        )
     assert type(make_env(2, backend="pettingzoo")) is PettingZooMPE

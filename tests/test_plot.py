@@ -36,19 +36,31 @@ def root(tmp_path_factory):
     for seed, final in enumerate(MAGPO_FINALS, start=1):
         # odd and even seeds evaluate at slightly different steps; the absolute metric is the final score
         steps = [0, 1000, 2000] if seed % 2 else [0, 1024, 2048]
-        write_run(root, f"simple_spread_3ag__magpo_mpe__{seed}__{1764000000 + seed}", {
-            "eval/learner_return": list(zip(steps, [0.0, final / 4, final / 2])),
-            "eval/absolute_learner_return": [(steps[-1], final)],
-            "charts/SPS": [(steps[-1], 500.0)],
-        })
+        write_run(
+            root,
+            f"simple_spread_3ag__magpo_mpe__{seed}__{1764000000 + seed}",
+            {
+                "eval/learner_return": list(zip(steps, [0.0, final / 4, final / 2])),
+                "eval/absolute_learner_return": [(steps[-1], final)],
+                "charts/SPS": [(steps[-1], 500.0)],
+            },
+        )
     for seed in (1, 2, 3):  # identical seeds, no absolute metric: the final score is the last value
-        write_run(root, f"simple_spread_3ag__ippo_rnn_baseline__{seed}__{1764000100 + seed}", {
-            "eval/learner_return": [(0, 7.0), (1000, 7.0), (2000, 7.0)],
-        })
+        write_run(
+            root,
+            f"simple_spread_3ag__ippo_rnn_baseline__{seed}__{1764000100 + seed}",
+            {
+                "eval/learner_return": [(0, 7.0), (1000, 7.0), (2000, 7.0)],
+            },
+        )
     for seed in (1, 2, 3):
-        write_run(root, f"3m__magpo_mpe__{seed}__{1764000200 + seed}", {
-            "eval/learner_return": [(0, 0.0), (1000, float(seed))],
-        })
+        write_run(
+            root,
+            f"3m__magpo_mpe__{seed}__{1764000200 + seed}",
+            {
+                "eval/learner_return": [(0, 0.0), (1000, float(seed))],
+            },
+        )
     os.makedirs(root / "runs" / "notes")  # not a run: ignored
     return root
 
@@ -90,7 +102,11 @@ def test_bootstrap_ci_contains_iqm_is_reproducible_and_zero_for_identical_seeds(
 
 def test_parse_run_name():
     assert plot.parse_run_name("simple_spread_3ag__magpo_mpe__1__1764000000") == (
-        "simple_spread_3ag", "magpo_mpe", 1, 1764000000)
+        "simple_spread_3ag",
+        "magpo_mpe",
+        1,
+        1764000000,
+    )
     assert plot.parse_run_name("3m__my__exp__12__1764000000") == ("3m", "my__exp", 12, 1764000000)
     for not_a_run in ("notes", "a__b__c", "task__exp__one__1764000000", "task__exp__1__now"):
         assert plot.parse_run_name(not_a_run) is None
@@ -128,23 +144,33 @@ def test_cli_writes_one_png_per_task(root, cli):
         with open(root / "plots" / f"{task}__eval_learner_return.png", "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(root / "plots")) == [
-        "3m__eval_learner_return.png", "final.md", "simple_spread_3ag__eval_learner_return.png"]
+        "3m__eval_learner_return.png",
+        "final.md",
+        "simple_spread_3ag__eval_learner_return.png",
+    ]
 
 
 def test_cli_final_table(root, cli):
     table = (root / "plots" / "final.md").read_text()
     assert table.strip() in cli.stdout
-    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in table.splitlines()
-            if line.startswith("| ") and not line.startswith("| task") and not line.startswith("| ---")}
-    assert set(rows) == {("3m", "magpo_mpe"), ("simple_spread_3ag", "ippo_rnn_baseline"),
-                         ("simple_spread_3ag", "magpo_mpe")}
+    rows = {
+        tuple(cell.strip() for cell in line.split("|")[1:3]): line
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| task") and not line.startswith("| ---")
+    }
+    assert set(rows) == {
+        ("3m", "magpo_mpe"),
+        ("simple_spread_3ag", "ippo_rnn_baseline"),
+        ("simple_spread_3ag", "magpo_mpe"),
+    }
     magpo = rows[("simple_spread_3ag", "magpo_mpe")]
     assert magpo.startswith("| simple_spread_3ag | magpo_mpe | 5 | `eval/absolute_learner_return` | 22.00 | 3.00 | [")
     low, high = map(float, re.search(r"\[(.+), (.+)\]", magpo).groups())
     assert low <= 3.0 <= high and high - low > 1.0
     assert rows[("simple_spread_3ag", "ippo_rnn_baseline")] == (
         "| simple_spread_3ag | ippo_rnn_baseline | 3 | last `eval/learner_return` | 7.00 | 7.00 | [7.00, 7.00] "
-        "| 7.00, 7.00, 7.00 |")
+        "| 7.00, 7.00, 7.00 |"
+    )
     assert magpo.endswith("| 1.00, 2.00, 3.00, 4.00, 100.00 |")
     assert rows[("3m", "magpo_mpe")].startswith("| 3m | magpo_mpe | 3 | last `eval/learner_return` | 2.00 | 2.00 |")
 
@@ -171,30 +197,55 @@ def test_subtract_gives_the_gap_per_run_and_step(tmp_path):
     """`--subtract`: guider - learner at the guider's steps, the learner interpolated onto them; the
     final score is the last difference (there is no absolute metric of a difference)."""
     for seed, (guider, learner) in enumerate([([10.0, 20.0, 30.0], [4.0, 6.0]), ([5.0, 5.0, 5.0], [5.0, 1.0])], 1):
-        write_run(tmp_path, f"coordsum_5x20__magpo_delta3__{seed}__{1764000000 + seed}", {
-            "eval/guider_return": list(zip([0, 500, 1000], guider)),
-            "eval/learner_return": list(zip([0, 1000], learner)),
-            "eval/absolute_learner_return": [(1000, 99.0)],
-        })
+        write_run(
+            tmp_path,
+            f"coordsum_5x20__magpo_delta3__{seed}__{1764000000 + seed}",
+            {
+                "eval/guider_return": list(zip([0, 500, 1000], guider)),
+                "eval/learner_return": list(zip([0, 1000], learner)),
+                "eval/absolute_learner_return": [(1000, 99.0)],
+            },
+        )
     runs = plot.load_runs(str(tmp_path / "runs" / "*"))
     tag = plot.add_difference(runs, "eval/guider_return", "eval/learner_return")
     assert tag == "eval/guider_return_minus_learner_return"
     assert [run.scalars[tag][1].tolist() for run in runs] == [[6.0, 15.0, 24.0], [0.0, 2.0, 4.0]]
-    result = run_cli(["--metric", "eval/guider_return", "--subtract", "eval/learner_return", "--bootstrap-reps",
-                      "50", "--out-dir", "gap"], cwd=tmp_path)
+    result = run_cli(
+        [
+            "--metric",
+            "eval/guider_return",
+            "--subtract",
+            "eval/learner_return",
+            "--bootstrap-reps",
+            "50",
+            "--out-dir",
+            "gap",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| coordsum_5x20 | magpo_delta3 | 2 | last `eval/guider_return_minus_learner_return` | 14.00 |" in result.stdout
-    assert sorted(os.listdir(tmp_path / "gap")) == ["coordsum_5x20__eval_guider_return_minus_learner_return.png",
-                                                    "final.md"]
+    assert (
+        "| coordsum_5x20 | magpo_delta3 | 2 | last `eval/guider_return_minus_learner_return` | 14.00 |" in result.stdout
+    )
+    assert sorted(os.listdir(tmp_path / "gap")) == [
+        "coordsum_5x20__eval_guider_return_minus_learner_return.png",
+        "final.md",
+    ]
     bad = run_cli(["--metric", "eval/guider_return", "--subtract", "eval/nothing", "--out-dir", "bad"], cwd=tmp_path)
     assert bad.returncode != 0 and bad.stderr == "error: no run logged 'eval/nothing' (--subtract)\n"
     assert plot.env_name("coordsum_5x20") == "CoordSum"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--runs", "nothing/*"], "error: no run directory <task>__<exp_name>__<seed>__<unix time> matches 'nothing/*'"),
-    (["--metric", "eval/win_rate"], "error: no run logged 'eval/win_rate'; the runs have: "),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--runs", "nothing/*"],
+            "error: no run directory <task>__<exp_name>__<seed>__<unix time> matches 'nothing/*'",
+        ),
+        (["--metric", "eval/win_rate"], "error: no run logged 'eval/win_rate'; the runs have: "),
+    ],
+)
 def test_cli_bad_input_is_one_line_error(root, args, message):
     result = run_cli(["--out-dir", "bad_plots", *args], cwd=root)
     assert result.returncode != 0
@@ -215,28 +266,38 @@ def test_final_score_metric_never_switches_when_one_run_lacks_the_absolute_metri
     """The old rule (absolute metric only if *every* run has it) switched the whole group to the last
     evaluation because of one interrupted run; now the group keeps the absolute metric and only that run,
     flagged incomplete, falls back to its last value."""
-    runs = [fake_run(1, [0, 1000], [0.0, 9.0], absolute=10.0), fake_run(2, [0, 1000], [0.0, 19.0], absolute=20.0),
-            fake_run(3, [0, 1000], [0.0, 50.0])]
+    runs = [
+        fake_run(1, [0, 1000], [0.0, 9.0], absolute=10.0),
+        fake_run(2, [0, 1000], [0.0, 19.0], absolute=20.0),
+        fake_run(3, [0, 1000], [0.0, 50.0]),
+    ]
     scores, tag, tags = plot.final_scores(runs, "eval/learner_return")
     assert tag == "eval/absolute_learner_return"
     assert tags == [tag, tag, "eval/learner_return"] and scores.tolist() == [10.0, 20.0, 50.0]
     assert plot.incomplete_runs(runs, "eval/learner_return") == {
-        runs[2].path: "no 'eval/absolute_learner_return', which 2 of the group's 3 runs logged"}
+        runs[2].path: "no 'eval/absolute_learner_return', which 2 of the group's 3 runs logged"
+    }
 
 
 def test_select_runs_leaves_out_incomplete_runs_and_empty_groups(capsys):
     full = [fake_run(seed, [0, 1000, 2000], [0.0, 1.0, 2.0]) for seed in (1, 2)]
     short = fake_run(3, [0, 1000], [0.0, 1.0])
-    groups = {("simple_spread_3ag", "magpo_mpe"): [*full, short],
-              ("3m", "cut"): [fake_run(1, [0, 500], [0.0, 1.0], 5.0, "3m", "cut"),  # cut short, with absolute
-                              fake_run(2, [0, 500, 1000], [0.0, 1.0, 2.0], None, "3m", "cut")]}  # no absolute
+    groups = {
+        ("simple_spread_3ag", "magpo_mpe"): [*full, short],
+        ("3m", "cut"): [
+            fake_run(1, [0, 500], [0.0, 1.0], 5.0, "3m", "cut"),  # cut short, with absolute
+            fake_run(2, [0, 500, 1000], [0.0, 1.0, 2.0], None, "3m", "cut"),
+        ],
+    }  # no absolute
     selected, incomplete = plot.select_runs(groups, "eval/learner_return", include_incomplete=False)
     assert selected == {("simple_spread_3ag", "magpo_mpe"): full}
     assert incomplete[short.path] == "2 evaluations up to step 1000, the group has 3 up to step 2000"
     assert set(incomplete) == {short.path, "runs/3m__cut__1__1", "runs/3m__cut__2__1"}
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == (f"warning: incomplete run {short.path}: 2 evaluations up to step 1000, the group has 3 up to "
-                      "step 2000; left out (--include-incomplete keeps it)")
+    assert err[0] == (
+        f"warning: incomplete run {short.path}: 2 evaluations up to step 1000, the group has 3 up to "
+        "step 2000; left out (--include-incomplete keeps it)"
+    )
     assert err[-1] == "warning: 3m / cut has no complete run; left out" and len(err) == 4
     # the curve of the complete runs is not cut at the short run's end
     steps, _ = plot.align(selected[("simple_spread_3ag", "magpo_mpe")], "eval/learner_return")
@@ -245,8 +306,9 @@ def test_select_runs_leaves_out_incomplete_runs_and_empty_groups(capsys):
         plot.select_runs({("3m", "cut"): groups[("3m", "cut")]}, "eval/learner_return", include_incomplete=False)
     capsys.readouterr()
     kept, _ = plot.select_runs(groups, "eval/learner_return", include_incomplete=True)
-    assert kept == groups and all(line.endswith("; kept (--include-incomplete)") for line in
-                                  capsys.readouterr().err.splitlines())
+    assert kept == groups and all(
+        line.endswith("; kept (--include-incomplete)") for line in capsys.readouterr().err.splitlines()
+    )
     assert plot.align(kept[("simple_spread_3ag", "magpo_mpe")], "eval/learner_return")[0].tolist() == [0, 1000]
 
 
@@ -256,33 +318,51 @@ def partial_root(tmp_path_factory):
     but without the absolute metric; 3m/solo: a single seed."""
     root = tmp_path_factory.mktemp("partial")
     for seed, final in ((1, 10.0), (2, 20.0), (3, 30.0)):
-        write_run(root, f"simple_spread_3ag__magpo_mpe__{seed}__{1764000000 + seed}", {
-            "eval/learner_return": [(0, 0.0), (1000, final / 2), (2000, final - 1)],
-            "eval/absolute_learner_return": [(2000, final)],
-        })
+        write_run(
+            root,
+            f"simple_spread_3ag__magpo_mpe__{seed}__{1764000000 + seed}",
+            {
+                "eval/learner_return": [(0, 0.0), (1000, final / 2), (2000, final - 1)],
+                "eval/absolute_learner_return": [(2000, final)],
+            },
+        )
     write_run(root, "simple_spread_3ag__magpo_mpe__4__1764000004", {"eval/learner_return": [(0, 0.0), (1000, 4.0)]})
-    write_run(root, "simple_spread_3ag__magpo_mpe__5__1764000005", {
-        "eval/learner_return": [(0, 0.0), (1000, 25.0), (2000, 50.0)]})
-    write_run(root, "3m__solo__1__1764000006", {
-        "eval/learner_return": [(0, 0.0), (1000, 5.0)], "eval/absolute_learner_return": [(1000, 6.0)]})
+    write_run(
+        root,
+        "simple_spread_3ag__magpo_mpe__5__1764000005",
+        {"eval/learner_return": [(0, 0.0), (1000, 25.0), (2000, 50.0)]},
+    )
+    write_run(
+        root,
+        "3m__solo__1__1764000006",
+        {"eval/learner_return": [(0, 0.0), (1000, 5.0)], "eval/absolute_learner_return": [(1000, 6.0)]},
+    )
     return root
 
 
 def table_rows(table):
-    return {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in table.splitlines()
-            if line.startswith("| ") and not line.startswith("| task") and not line.startswith("| ---")}
+    return {
+        tuple(cell.strip() for cell in line.split("|")[1:3]): line
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| task") and not line.startswith("| ---")
+    }
 
 
 def test_cli_names_and_leaves_out_incomplete_runs(partial_root):
-    result = run_cli(["--bootstrap-reps", "200", "--out-dir", "default", "--marl-eval-json", "default/r.json"],
-                     cwd=partial_root)
+    result = run_cli(
+        ["--bootstrap-reps", "200", "--out-dir", "default", "--marl-eval-json", "default/r.json"], cwd=partial_root
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: incomplete run")]
     assert len(warnings) == 2
-    assert warnings[0].startswith("warning: incomplete run runs/simple_spread_3ag__magpo_mpe__4__1764000004: "
-                                  "2 evaluations up to step 1000, the group has 3 up to step 2000; no ")
-    assert warnings[1].startswith("warning: incomplete run runs/simple_spread_3ag__magpo_mpe__5__1764000005: "
-                                  "no 'eval/absolute_learner_return', which 3 of the group's 5 runs logged")
+    assert warnings[0].startswith(
+        "warning: incomplete run runs/simple_spread_3ag__magpo_mpe__4__1764000004: "
+        "2 evaluations up to step 1000, the group has 3 up to step 2000; no "
+    )
+    assert warnings[1].startswith(
+        "warning: incomplete run runs/simple_spread_3ag__magpo_mpe__5__1764000005: "
+        "no 'eval/absolute_learner_return', which 3 of the group's 5 runs logged"
+    )
     assert all(line.endswith("; left out (--include-incomplete keeps it)") for line in warnings)
     table = (partial_root / "default" / "final.md").read_text()
     rows = table_rows(table)
@@ -303,8 +383,10 @@ def test_cli_include_incomplete_keeps_them_and_says_which_metric_each_gives(part
     table = (partial_root / "all" / "final.md").read_text()
     magpo = table_rows(table)[("simple_spread_3ag", "magpo_mpe")]
     # mean of 10, 20, 30, 4, 50 is 22.8; IQM cuts 4 and 50
-    assert magpo.startswith("| simple_spread_3ag | magpo_mpe | 5 (2 incomplete) | `eval/absolute_learner_return`; "
-                            "last `eval/learner_return` for seeds 4, 5 | 22.80 | 20.00 | [")
+    assert magpo.startswith(
+        "| simple_spread_3ag | magpo_mpe | 5 (2 incomplete) | `eval/absolute_learner_return`; "
+        "last `eval/learner_return` for seeds 4, 5 | 22.80 | 20.00 | ["
+    )
     assert magpo.endswith("| 10.00, 20.00, 30.00, 4.00*, 50.00* |")
     assert "`*` incomplete run, kept by --include-incomplete: `runs/simple_spread_3ag__magpo_mpe__4_" in table
     assert "Left out as incomplete" not in table
@@ -314,5 +396,6 @@ def test_cli_single_seed_has_no_interval(partial_root):
     result = run_cli(["--bootstrap-reps", "200", "--out-dir", "single", "--runs", "runs/3m__*"], cwd=partial_root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert table_rows(result.stdout)[("3m", "solo")] == (
-        "| 3m | solo | 1 | `eval/absolute_learner_return` | 6.00 | 6.00 | n/a (1 run) | 6.00 |")
+        "| 3m | solo | 1 | `eval/absolute_learner_return` | 6.00 | 6.00 | n/a (1 run) | 6.00 |"
+    )
     assert "warning" not in result.stderr

@@ -10,8 +10,12 @@ SIZE = 320  # save_gif's frame size
 LANDMARKS = np.array([[1.0, 1.0], [-1.0, -1.0], [1.5, -1.5]])
 START = np.array([[-0.5, 0.5], [0.5, -0.5], [0.0, 0.0]])
 CALM = [START, START + 0.1, START + 0.2, START + 0.3]  # stays well inside [-1, 1]^2
-WILD = [START, START * 2, np.array([[0.0, 1.5], [-1.8, 0.0], [0.0, 2.5]]),
-        np.array([[0.0, 1.95], [-2.1, 0.0], [0.0, 3.0]])]  # touches the top, crosses the left border, leaves
+WILD = [
+    START,
+    START * 2,
+    np.array([[0.0, 1.5], [-1.8, 0.0], [0.0, 2.5]]),
+    np.array([[0.0, 1.95], [-2.1, 0.0], [0.0, 3.0]]),
+]  # touches the top, crosses the left border, leaves
 
 
 def observations(agent_path):

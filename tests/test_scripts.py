@@ -39,12 +39,15 @@ def test_tiny_run_writes_tags_model_and_says_where(twice):
     assert f"run directory: runs/{name}" in stdout
     assert f"model saved to runs/{name}/{case.model}" in stdout
     eval_episodes = int(case.args[len(case.args) - 1 - case.args[::-1].index("--num-eval-episodes") + 1])
-    assert f"absolute metric: best {'learner' if 'magpo' in case.script else 'actor'} over {10 * eval_episodes}" in stdout
+    assert (
+        f"absolute metric: best {'learner' if 'magpo' in case.script else 'actor'} over {10 * eval_episodes}" in stdout
+    )
     saved = torch.load(os.path.join(run_dir, case.model), weights_only=True)
     assert saved["script"] == case.script and {"args", *case.networks} <= set(saved)
-    assert saved["args"]["num_envs"] == 4 and saved["args"]["batch_size"] == saved["args"]["num_envs"] * saved[
-        "args"
-    ]["num_steps"]
+    assert (
+        saved["args"]["num_envs"] == 4
+        and saved["args"]["batch_size"] == saved["args"]["num_envs"] * saved["args"]["num_steps"]
+    )
 
 
 def test_same_seed_same_numbers(twice):

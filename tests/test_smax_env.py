@@ -71,9 +71,14 @@ def test_shapes_dtypes_and_sizes(envs):
     assert_array(rewards, np.float32, (B, N))
     assert np.array_equal(rewards, np.broadcast_to(rewards[:, :1], (B, N))), "the team reward, repeated for every agent"
     assert_array(dones, np.bool_, (B,))
-    expected = {"episode_return": (np.float32, (B,)), "episode_length": (np.int64, (B,)), "won": (np.bool_, (B,)),
-                "truncated": (np.bool_, (B,)), "final_obs": (np.float32, obs.shape),
-                "final_state": (np.float32, (B, envs.state_dim))}
+    expected = {
+        "episode_return": (np.float32, (B,)),
+        "episode_length": (np.int64, (B,)),
+        "won": (np.bool_, (B,)),
+        "truncated": (np.bool_, (B,)),
+        "final_obs": (np.float32, obs.shape),
+        "final_state": (np.float32, (B, envs.state_dim)),
+    }
     assert info.keys() == expected.keys()
     for key, (dtype, shape) in expected.items():
         assert_array(info[key], dtype, shape)
@@ -139,8 +144,15 @@ def test_scripted_loss_clears_the_win_flag():
     for _ in range(100):
         _, rewards, dones, info = envs.step(np.full((B, 3), STOP))
         assert np.all(rewards == 0)
-        losses += [(bool(w), float(r), bool(t), int(n)) for w, r, t, n in zip(
-            info["won"][dones], info["episode_return"][dones], info["truncated"][dones], info["episode_length"][dones])]
+        losses += [
+            (bool(w), float(r), bool(t), int(n))
+            for w, r, t, n in zip(
+                info["won"][dones],
+                info["episode_return"][dones],
+                info["truncated"][dones],
+                info["episode_length"][dones],
+            )
+        ]
         if len(losses) >= B:
             break
     assert len(losses) >= B
@@ -245,7 +257,9 @@ def test_import_is_quiet_restores_streams_and_fills_the_cache(tmp_path):
     )
     cache = tmp_path / "cache"
     env = {**os.environ, "MAGPO_JAX_CACHE_DIR": str(cache), "PYTHONPATH": REPO}
-    result = subprocess.run([sys.executable, "-c", script, str(cache)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(cache)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == "captured=''\n", result.stdout
     assert any(name.startswith("jit_reset_batch") for name in os.listdir(cache))

@@ -262,28 +262,31 @@ def test_main_runs_and_prints_the_table(capsys):
 
 
 # ----------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("args, message", [
-    (["--num-states", "0"], "error: --num-states must be >= 1, got 0"),
-    (["--gamma", "1.5"], "error: --gamma must be in [0, 1)"),
-    (["--gamma", "1"], "error: --gamma must be in [0, 1)"),
-    (["--gamma", "-0.1"], "error: --gamma must be in [0, 1)"),
-    (["--gamma", "nan"], "error: --gamma must be in [0, 1)"),
-    (["--num-actions", "1"], "error: --num-actions must be >= 2"),
-    (["--num-obs", "6"], "error: --num-obs must be in [1, --num-states = 5]"),
-    (["--num-obs", "0"], "error: --num-obs must be in [1, --num-states = 5]"),
-    (["--agent-counts"], "error: --agent-counts needs at least one number of agents"),
-    (["--agent-counts", "2", "0"], "error: --agent-counts must all be >= 1"),
-    (["--agent-counts", "40"], "error: games too large: P has S^2 x A^N = 5^2 x 2^40 entries"),
-    (["--etas"], "error: --etas needs at least one step size"),
-    (["--etas", "0.1", "0"], "error: --etas must all be finite and > 0"),
-    (["--etas", "-1"], "error: --etas must all be finite and > 0"),
-    (["--etas", "inf"], "error: --etas must all be finite and > 0"),
-    (["--num-games", "0"], "error: --num-games must be >= 1, got 0"),
-    (["--num-iterations", "0"], "error: --num-iterations must be >= 1, got 0"),
-    (["--lemma-trials", "-1"], "error: --lemma-trials must be >= 0, got -1"),
-    (["--tol", "-1e-10"], "error: --tol must be finite and >= 0"),
-    (["--seed", "-1"], "error: --seed must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--num-states", "0"], "error: --num-states must be >= 1, got 0"),
+        (["--gamma", "1.5"], "error: --gamma must be in [0, 1)"),
+        (["--gamma", "1"], "error: --gamma must be in [0, 1)"),
+        (["--gamma", "-0.1"], "error: --gamma must be in [0, 1)"),
+        (["--gamma", "nan"], "error: --gamma must be in [0, 1)"),
+        (["--num-actions", "1"], "error: --num-actions must be >= 2"),
+        (["--num-obs", "6"], "error: --num-obs must be in [1, --num-states = 5]"),
+        (["--num-obs", "0"], "error: --num-obs must be in [1, --num-states = 5]"),
+        (["--agent-counts"], "error: --agent-counts needs at least one number of agents"),
+        (["--agent-counts", "2", "0"], "error: --agent-counts must all be >= 1"),
+        (["--agent-counts", "40"], "error: games too large: P has S^2 x A^N = 5^2 x 2^40 entries"),
+        (["--etas"], "error: --etas needs at least one step size"),
+        (["--etas", "0.1", "0"], "error: --etas must all be finite and > 0"),
+        (["--etas", "-1"], "error: --etas must all be finite and > 0"),
+        (["--etas", "inf"], "error: --etas must all be finite and > 0"),
+        (["--num-games", "0"], "error: --num-games must be >= 1, got 0"),
+        (["--num-iterations", "0"], "error: --num-iterations must be >= 1, got 0"),
+        (["--lemma-trials", "-1"], "error: --lemma-trials must be >= 0, got -1"),
+        (["--tol", "-1e-10"], "error: --tol must be finite and >= 0"),
+        (["--seed", "-1"], "error: --seed must be >= 0"),
+    ],
+)
 def test_cli_bad_input_is_one_line_error(args, message):
     """Each bad value stops the script before any computation: exit 1, one `error: ` line, no traceback, no table."""
     result = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=60)

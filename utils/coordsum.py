@@ -42,8 +42,15 @@ OBS_ENCODINGS = ("raw", "onehot")
 class CoordSumVec(VecEnv):
     """B CoordSum environments stepped at once (numpy), with the common interface of `utils/__init__.py`."""
 
-    def __init__(self, num_envs: int, scenario: str = "3x10", history: str = "official",
-                 max_steps: int = 100, seed: int | None = None, obs_encoding: str = "raw"):
+    def __init__(
+        self,
+        num_envs: int,
+        scenario: str = "3x10",
+        history: str = "official",
+        max_steps: int = 100,
+        seed: int | None = None,
+        obs_encoding: str = "raw",
+    ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if scenario not in SCENARIOS:
@@ -96,8 +103,9 @@ class CoordSumVec(VecEnv):
         targets = np.asarray(targets)
         T = self.max_steps
         if targets.ndim != 2 or targets.shape[0] != self.num_envs or targets.shape[1] not in (T, T + 1):
-            raise ValueError(f"targets must have shape ({self.num_envs}, {T}) or ({self.num_envs}, {T + 1}), "
-                             f"got {targets.shape}")
+            raise ValueError(
+                f"targets must have shape ({self.num_envs}, {T}) or ({self.num_envs}, {T + 1}), got {targets.shape}"
+            )
         if not np.issubdtype(targets.dtype, np.integer) or targets.min() < 0 or targets.max() >= self.maxval:
             raise ValueError(f"targets must be integers in [0, {self.maxval})")
         self._targets[:] = 0
@@ -134,8 +142,9 @@ class CoordSumVec(VecEnv):
         if not np.issubdtype(actions.dtype, np.integer):
             raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
         if actions.min() < 0 or actions.max() >= self.action_dim:
-            raise ValueError(f"actions must be in [0, {self.action_dim}), got values in "
-                             f"[{actions.min()}, {actions.max()}]")
+            raise ValueError(
+                f"actions must be in [0, {self.action_dim}), got values in [{actions.min()}, {actions.max()}]"
+            )
         return actions.astype(np.int64)
 
     def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -177,7 +186,13 @@ class CoordSumVec(VecEnv):
         """Nothing to release; here so it can be used like the MPE backends."""
 
 
-def make_env(num_envs: int, seed: int | None = None, scenario: str = "3x10", history: str = "official",
-             max_steps: int = 100, obs_encoding: str = "raw") -> CoordSumVec:
+def make_env(
+    num_envs: int,
+    seed: int | None = None,
+    scenario: str = "3x10",
+    history: str = "official",
+    max_steps: int = 100,
+    obs_encoding: str = "raw",
+) -> CoordSumVec:
     """B CoordSum environments (see CoordSumVec for the arguments)."""
     return CoordSumVec(num_envs, scenario, history=history, max_steps=max_steps, seed=seed, obs_encoding=obs_encoding)

@@ -51,14 +51,18 @@ def _check_actions(actions, num_envs: int, num_agents: int, continuous: bool) ->
     actions = np.asarray(actions)
     if continuous:
         if actions.shape != (num_envs, num_agents, ACTION_DIM):
-            raise ValueError(f"continuous actions must have shape {(num_envs, num_agents, ACTION_DIM)}, got {actions.shape}")
+            raise ValueError(
+                f"continuous actions must have shape {(num_envs, num_agents, ACTION_DIM)}, got {actions.shape}"
+            )
         return np.clip(actions.astype(np.float32), 0.0, 1.0)
     if actions.shape != (num_envs, num_agents):
         raise ValueError(f"discrete actions must have shape {(num_envs, num_agents)}, got {actions.shape}")
     if not np.issubdtype(actions.dtype, np.integer):
         raise ValueError(f"discrete actions must be integers, got dtype {actions.dtype}")
     if actions.min() < 0 or actions.max() >= ACTION_DIM:
-        raise ValueError(f"discrete actions must be in [0, {ACTION_DIM}), got values in [{actions.min()}, {actions.max()}]")
+        raise ValueError(
+            f"discrete actions must be in [0, {ACTION_DIM}), got values in [{actions.min()}, {actions.max()}]"
+        )
     return actions
 
 
@@ -70,8 +74,15 @@ def _norm(v: np.ndarray) -> np.ndarray:
 class SimpleSpreadVec(VecEnv):
     """B simple_spread_v3 environments stepped at once (numpy)."""
 
-    def __init__(self, num_envs: int, num_agents: int = 3, continuous_actions: bool = True,
-                 local_ratio: float = 0.5, max_cycles: int = 25, seed: int | None = None):
+    def __init__(
+        self,
+        num_envs: int,
+        num_agents: int = 3,
+        continuous_actions: bool = True,
+        local_ratio: float = 0.5,
+        max_cycles: int = 25,
+        seed: int | None = None,
+    ):
         _check_args(num_envs, num_agents, local_ratio, max_cycles)
         self.num_envs, self.num_agents = num_envs, num_agents
         self.continuous_actions, self.local_ratio, self.max_cycles = continuous_actions, local_ratio, max_cycles
@@ -175,8 +186,9 @@ class SimpleSpreadVec(VecEnv):
     def _observe(self, to_landmarks: np.ndarray, to_others: np.ndarray) -> np.ndarray:
         B, N = self.num_envs, self.num_agents
         comm = np.zeros((B, N, 2 * (N - 1)))  # silent agents: mpe2 observes their zero comm state
-        obs = np.concatenate([self.agent_vel, self.agent_pos, to_landmarks.reshape(B, N, -1),
-                              to_others.reshape(B, N, -1), comm], axis=-1)
+        obs = np.concatenate(
+            [self.agent_vel, self.agent_pos, to_landmarks.reshape(B, N, -1), to_others.reshape(B, N, -1), comm], axis=-1
+        )
         return obs.astype(np.float32)  # (B, N, obs_dim)
 
     def state(self) -> np.ndarray:
@@ -187,8 +199,11 @@ class SimpleSpreadVec(VecEnv):
 
     def get_world(self) -> dict:
         """Copies of the physical state: agent_pos, agent_vel, landmark_pos, each (B, N, 2) float64."""
-        return {"agent_pos": self.agent_pos.copy(), "agent_vel": self.agent_vel.copy(),
-                "landmark_pos": self.landmark_pos.copy()}
+        return {
+            "agent_pos": self.agent_pos.copy(),
+            "agent_vel": self.agent_vel.copy(),
+            "landmark_pos": self.landmark_pos.copy(),
+        }
 
     def set_world(self, env_ids, agent_pos=None, agent_vel=None, landmark_pos=None) -> None:
         """Overwrite the physical state of the environments `env_ids` (each given array is (len(env_ids), N, 2)).
@@ -211,8 +226,15 @@ class PettingZooMPE(VecEnv):
     same auto-reset and info semantics), for users who want the reference implementation and for the
     equivalence test."""
 
-    def __init__(self, num_envs: int, num_agents: int = 3, continuous_actions: bool = True,
-                 local_ratio: float = 0.5, max_cycles: int = 25, seed: int | None = None):
+    def __init__(
+        self,
+        num_envs: int,
+        num_agents: int = 3,
+        continuous_actions: bool = True,
+        local_ratio: float = 0.5,
+        max_cycles: int = 25,
+        seed: int | None = None,
+    ):
         from mpe2 import simple_spread_v3  # only this backend needs mpe2 (and pygame, which it imports)
 
         _check_args(num_envs, num_agents, local_ratio, max_cycles)
@@ -221,9 +243,12 @@ class PettingZooMPE(VecEnv):
         self.obs_dim = 6 * num_agents
         self.state_dim = num_agents * self.obs_dim
         self.action_dim = ACTION_DIM
-        self.envs = [simple_spread_v3.parallel_env(N=num_agents, local_ratio=local_ratio, max_cycles=max_cycles,
-                                                   continuous_actions=continuous_actions)
-                     for _ in range(num_envs)]
+        self.envs = [
+            simple_spread_v3.parallel_env(
+                N=num_agents, local_ratio=local_ratio, max_cycles=max_cycles, continuous_actions=continuous_actions
+            )
+            for _ in range(num_envs)
+        ]
         self.agents = self.envs[0].possible_agents
         # applied at the first reset(), so that with one env both backends draw the same episodes
         self._seed = seed
@@ -239,8 +264,9 @@ class PettingZooMPE(VecEnv):
         self._steps[:] = 0
         self._returns[:] = 0.0
         # env i gets seed + i; without a seed each env continues its own generator
-        return np.stack([self._stack(env.reset(seed=None if seed is None else seed + i)[0])
-                         for i, env in enumerate(self.envs)])  # (B, N, obs_dim) float32
+        return np.stack(
+            [self._stack(env.reset(seed=None if seed is None else seed + i)[0]) for i, env in enumerate(self.envs)]
+        )  # (B, N, obs_dim) float32
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         actions = _check_actions(actions, self.num_envs, self.num_agents, self.continuous_actions)
@@ -274,11 +300,24 @@ class PettingZooMPE(VecEnv):
             env.close()
 
 
-def make_env(num_envs: int, seed: int | None = None, backend: str = "numpy", num_agents: int = 3,
-             continuous_actions: bool = True, local_ratio: float = 0.5, max_cycles: int = 25):
+def make_env(
+    num_envs: int,
+    seed: int | None = None,
+    backend: str = "numpy",
+    num_agents: int = 3,
+    continuous_actions: bool = True,
+    local_ratio: float = 0.5,
+    max_cycles: int = 25,
+):
     """B simple_spread environments: backend 'numpy' -> SimpleSpreadVec, 'pettingzoo' -> PettingZooMPE."""
     backends = {"numpy": SimpleSpreadVec, "pettingzoo": PettingZooMPE}
     if backend not in backends:
         raise ValueError(f"unknown env backend {backend!r}; choose one of {sorted(backends)}")
-    return backends[backend](num_envs, num_agents=num_agents, continuous_actions=continuous_actions,
-                             local_ratio=local_ratio, max_cycles=max_cycles, seed=seed)
+    return backends[backend](
+        num_envs,
+        num_agents=num_agents,
+        continuous_actions=continuous_actions,
+        local_ratio=local_ratio,
+        max_cycles=max_cycles,
+        seed=seed,
+    )

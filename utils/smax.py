@@ -63,8 +63,16 @@ from utils import VecEnv
 
 # The paper's ten SMAX maps (docs/algorithm.md §14); any map registered in JaxMARL is accepted.
 PAPER_MAPS = (
-    "2s3z", "3s5z", "5m_vs_6m", "10m_vs_11m", "27m_vs_30m", "3s5z_vs_3s6z", "3s_vs_5z", "6h_vs_8z",
-    "smacv2_5_units", "smacv2_10_units",
+    "2s3z",
+    "3s5z",
+    "5m_vs_6m",
+    "10m_vs_11m",
+    "27m_vs_30m",
+    "3s5z_vs_3s6z",
+    "3s_vs_5z",
+    "6h_vs_8z",
+    "smacv2_5_units",
+    "smacv2_10_units",
 )
 CACHE_ENV_VAR = "MAGPO_JAX_CACHE_DIR"
 MIN_CACHED_COMPILE_SECS = 0.5  # cache every compile worth caching (JAX's default is 1 s)
@@ -170,10 +178,17 @@ def _batched_functions(map_name: str, env_kwargs: tuple):
         pick = lambda fresh, old: jnp.where(done, fresh, old)  # noqa: E731
         new_state = jax.tree.map(pick, reset_state, strong(next_state))
         out = (
-            pick(reset_obs, obs), pick(reset_world_state, world_state), pick(reset_avail, avail),
-            reward, done,
-            jnp.where(done, episode_return, 0.0), jnp.where(done, episode_length, 0),
-            done & won, done & truncated, obs, world_state,
+            pick(reset_obs, obs),
+            pick(reset_world_state, world_state),
+            pick(reset_avail, avail),
+            reward,
+            done,
+            jnp.where(done, episode_return, 0.0),
+            jnp.where(done, episode_length, 0),
+            done & won,
+            done & truncated,
+            obs,
+            world_state,
         )
         running = (jnp.where(done, 0.0, episode_return), jnp.where(done, 0, episode_length))
         return new_state, running, out
@@ -204,8 +219,15 @@ class SMAXVec(VecEnv):
 
     has_wins = True
 
-    def __init__(self, map_name: str = "2s3z", num_envs: int = 64, seed: int | None = None,
-                 cache_dir: str | None = None, check_actions: bool = True, **env_kwargs):
+    def __init__(
+        self,
+        map_name: str = "2s3z",
+        num_envs: int = 64,
+        seed: int | None = None,
+        cache_dir: str | None = None,
+        check_actions: bool = True,
+        **env_kwargs,
+    ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         import_jaxmarl(cache_dir)
@@ -239,7 +261,10 @@ class SMAXVec(VecEnv):
             self._key = self._jax.random.PRNGKey(seed)
         self._key, reset_key = self._jax.random.split(self._key)
         self._state, obs, world_state, avail = self._reset_fn(reset_key, self.num_envs)
-        self._running = (self._jnp.zeros(self.num_envs, self._jnp.float32), self._jnp.zeros(self.num_envs, self._jnp.int32))
+        self._running = (
+            self._jnp.zeros(self.num_envs, self._jnp.float32),
+            self._jnp.zeros(self.num_envs, self._jnp.int32),
+        )
         self._obs, self._world_state, self._avail = _to_numpy(obs), _to_numpy(world_state), _to_numpy(avail)
         return self._obs.copy()
 
@@ -259,8 +284,19 @@ class SMAXVec(VecEnv):
         self._key, self._state, self._running, out = self._step_fn(
             self._key, self._state, self._jnp.asarray(actions, dtype=self._jnp.int32), *self._running
         )
-        (obs, world_state, avail, reward, done, episode_return, episode_length, won, truncated,
-         final_obs, final_state) = map(_to_numpy, out)
+        (
+            obs,
+            world_state,
+            avail,
+            reward,
+            done,
+            episode_return,
+            episode_length,
+            won,
+            truncated,
+            final_obs,
+            final_state,
+        ) = map(_to_numpy, out)
         self._obs, self._world_state, self._avail = obs, world_state, avail
         info = {
             "episode_return": episode_return,  # (B,) float32
@@ -288,7 +324,9 @@ class SMAXVec(VecEnv):
             raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
         if self.check_actions:
             if actions.min() < 0 or actions.max() >= self.action_dim:
-                raise ValueError(f"actions must be in [0, {self.action_dim}), got values in [{actions.min()}, {actions.max()}]")
+                raise ValueError(
+                    f"actions must be in [0, {self.action_dim}), got values in [{actions.min()}, {actions.max()}]"
+                )
             legal = np.take_along_axis(self._avail, actions[..., None], axis=-1)[..., 0]
             if not legal.all():
                 env, agent = np.argwhere(~legal)[0]
