@@ -245,9 +245,9 @@ def guider_loss(
     ratio = logratio.exp()
     # L_pg, the double clip (algorithm.md §4): r~ = clip(mu/pi, 1/delta, delta) * pi/beta. Inside the
     # band r~ == r, so the guider is plain PPO. Outside it r~ is constant in mu, so the min() below
-    # drops the gradient that would push mu further from the learner, except where the PPO ratio r
-    # itself is past its own clip in the direction the advantage favours: then r * adv is the
-    # smaller term and keeps its gradient (a clipped r~ in the other direction loses to it).
+    # drops the gradient that would push mu further from the learner, except where r itself has left
+    # [1 - eps, 1 + eps] on the side PPO does not clip (r < 1 - eps with adv > 0, r > 1 + eps with
+    # adv < 0): there r * adv is the smaller term and keeps its gradient, as in plain PPO.
     guider_vs_learner = logp - logp_learner
     ratio_tethered = (guider_vs_learner.clamp(-log_delta, log_delta) + logp_learner - logp_behaviour).exp()
     pg_loss = -torch.min(ratio * adv, ratio_tethered.clamp(1 - clip_coef, 1 + clip_coef) * adv).mean()

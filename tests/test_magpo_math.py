@@ -187,13 +187,20 @@ def test_guider_loss_outside_band_blocks_push_away(ratio_to_behaviour):
 
 
 def test_guider_loss_outside_band_keeps_the_gradient_where_ppo_ratio_is_past_its_clip():
-    """The exception stated in guider_loss's comment: when the PPO ratio mu/beta is itself past its
-    clip on the side the advantage favours, the unclipped term r * A is the smaller one inside the
-    min() and keeps its gradient, even with mu outside the band, pushing further from the learner."""
+    """The exception stated in guider_loss's comment (docs/algorithm.md §4): when the PPO ratio mu/beta
+    has left [1 - eps, 1 + eps] on the side PPO does not clip, the unclipped term r * A is the smaller
+    one inside the min() and keeps its gradient, even with mu outside the band, pushing it further
+    from the learner."""
     logp = math.log(0.3)
-    # mu/pi = 2.5 > delta, A > 0, and mu/beta = 0.5 < 1 - eps: r * A = 0.5 A < clip(r~) * A
+    # above the band (mu/pi = 2.5 > delta), A > 0, and r = mu/beta = 0.5 < 1 - eps: r * A < clip(r~) * A
     grad, stats = _pg_grad(logp, logp - math.log(2.5), logp - math.log(0.5), +1.0)
-    assert stats["out_of_band_frac"] == 1.0 and grad < 0.0  # descent raises mu, away from the learner
+    assert stats["out_of_band_frac"] == 1.0 and grad == pytest.approx(-0.5)  # descent raises mu, away from pi
+    # below the band (mu/pi = 0.4 < 1/delta), A < 0, and r = 1.5 > 1 + eps: the same on the other side
+    grad, _ = _pg_grad(logp, logp + math.log(2.5), logp - math.log(1.5), -1.0)
+    assert grad == pytest.approx(1.5)  # descent lowers mu, away from pi
+    # ... and at r = 0.9 (inside the PPO range) the push-away gradient is dropped again
+    grad, _ = _pg_grad(logp, logp - math.log(2.5), logp - math.log(0.9), +1.0)
+    assert grad == 0.0
 
 
 def test_guider_masked_kl_acts_only_outside_band():
