@@ -19,10 +19,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Literal
 
-import torch
 import tyro
-
-from utils import EpisodeRecorder
 
 # Scripts whose models enjoy.py can rebuild, and the environment family of each (mappo_baseline.py
 # stores its family in its args: `--env`).
@@ -56,6 +53,16 @@ class Args:
     (MPE only; CoordSum and SMAX have no renderer here)"""
     torch_threads: int = 1
     """torch intra-op threads"""
+
+
+# Parse the command line before the heavy imports below (torch, TensorBoard, and JAX for SMAX), so that
+# `--help` and a mistyped flag answer at once instead of after seconds of imports.
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+
+import torch
+
+from utils import EpisodeRecorder
 
 
 def load_checkpoint(path):
@@ -129,7 +136,6 @@ def build_policy(checkpoint, policy="learner", which="best"):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
     try:
         if args.num_episodes < 1:
             raise ValueError(f"--num-episodes must be >= 1, got {args.num_episodes}")

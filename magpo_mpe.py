@@ -34,16 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
-
-from utils import EpisodeRecorder, random_policy_score
-from utils.mpe import make_env
-from utils.render import save_gif
 
 
 @dataclass
@@ -145,6 +136,22 @@ class Args:
     """environments per minibatch, num_envs / num_minibatches"""
     num_iterations: int = field(default=0, init=False)
     """rollout-and-update iterations, total_timesteps // batch_size"""
+
+
+# Parse the command line before the heavy imports below (torch, TensorBoard, and JAX for SMAX), so that
+# `--help` and a mistyped flag answer at once instead of after seconds of imports.
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
+
+from utils import EpisodeRecorder, random_policy_score
+from utils.mpe import make_env
+from utils.render import save_gif
 
 
 # ---------------------------------------------------------------------------------------------
@@ -720,7 +727,6 @@ def validate_args(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
     try:
         validate_args(args)
     except ValueError as error:

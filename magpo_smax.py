@@ -41,15 +41,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
-
-from utils import random_policy_score
-from utils.smax import check_map_name, make_env
 
 
 @dataclass
@@ -147,6 +139,21 @@ class Args:
     """environments per minibatch, num_envs / num_minibatches"""
     num_iterations: int = field(default=0, init=False)
     """rollout-and-update iterations, total_timesteps // batch_size"""
+
+
+# Parse the command line before the heavy imports below (torch, TensorBoard, and JAX for SMAX), so that
+# `--help` and a mistyped flag answer at once instead of after seconds of imports.
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
+
+from utils import random_policy_score
+from utils.smax import check_map_name, make_env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -698,8 +705,7 @@ def absolute_metric(best_learner, eval_envs, device, args, writer, step):
 def validate_args(args: Args) -> None:
     """Reject bad input before any environment or network is built (raises ValueError).
 
-    The map name is checked last: it needs JaxMARL's map registry (importing jaxmarl, ~2 s, but
-    building and compiling nothing)."""
+    The map name is checked against JaxMARL's registry, copied in utils/smax.py (no JAX import)."""
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "eval_interval",
                  "num_eval_episodes", "torch_threads"):  # fmt: skip
         if getattr(args, name) < 1:
@@ -741,7 +747,6 @@ def validate_args(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
     try:
         validate_args(args)
     except ValueError as error:

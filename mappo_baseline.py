@@ -38,16 +38,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
-
-from utils import EpisodeRecorder, random_policy_score
-from utils.coordsum import SCENARIOS
-from utils.render import save_gif
 
 # ENV-SPECIFIC: a new environment gets its flags here, in Args, and in "Environment glue"
 ENV_FLAGS = {
@@ -174,6 +165,22 @@ class Args:
     """environments per minibatch, num_envs / num_minibatches"""
     num_iterations: int = field(default=0, init=False)
     """rollout-and-update iterations, total_timesteps // batch_size"""
+
+
+# Parse the command line before the heavy imports below (torch, TensorBoard, and JAX for SMAX), so that
+# `--help` and a mistyped flag answer at once instead of after seconds of imports.
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
+
+from utils import EpisodeRecorder, random_policy_score
+from utils.coordsum import SCENARIOS
+from utils.render import save_gif
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,11 +592,10 @@ def validate_args(args: Args) -> None:
     if args.env == "smax":
         from utils.smax import check_map_name
 
-        check_map_name(args.map_name)  # imports jaxmarl (~2 s), so only once the cheap checks passed
+        check_map_name(args.map_name)  # against JaxMARL's registry, copied in utils/smax.py (no JAX import)
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
     try:
         validate_args(args)
     except ValueError as error:

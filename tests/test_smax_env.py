@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from utils import random_actions
-from utils.smax import PAPER_MAPS, SMAXVec, make_env, registered_maps
+from utils.smax import KNOWN_MAPS, PAPER_MAPS, SMAXVec, make_env, registered_maps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B = 4
@@ -231,6 +231,8 @@ def test_make_env_positional_arguments(envs):
 
 def test_registered_maps_include_the_papers_ten():
     assert set(PAPER_MAPS) <= set(registered_maps())
+    # the list that checks --map-name without importing jaxmarl is JaxMARL's registry, in order
+    assert KNOWN_MAPS == tuple(registered_maps())
 
 
 def test_import_is_quiet_restores_streams_and_fills_the_cache(tmp_path):

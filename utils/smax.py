@@ -123,11 +123,18 @@ def registered_maps() -> list[str]:
     return sorted(import_jaxmarl().smax_env.MAP_NAME_TO_SCENARIO)
 
 
+# JaxMARL 0.2.0's map registry (`smax_env.MAP_NAME_TO_SCENARIO`), so that a map name is checked without
+# importing jaxmarl (seconds): tests/test_smax_env.py checks that it is still the registry.
+KNOWN_MAPS = (
+    "10m_vs_11m", "25m", "27m_vs_30m", "2s3z", "3m", "3s5z", "3s5z_vs_3s6z", "3s_vs_5z", "5m_vs_6m", "6h_vs_8z",
+    "8m", "smacv2_10_units", "smacv2_20_units", "smacv2_5_units",
+)  # fmt: skip
+
+
 def check_map_name(map_name: str) -> None:
-    """Raise ValueError listing the registered maps if `map_name` is not one of them."""
-    maps = registered_maps()
-    if map_name not in maps:
-        raise ValueError(f"unknown SMAX map {map_name!r}; registered maps: {', '.join(maps)}")
+    """Raise ValueError listing the registered maps if `map_name` is not one of them (no JAX import)."""
+    if map_name not in KNOWN_MAPS:
+        raise ValueError(f"unknown SMAX map {map_name!r}; registered maps: {', '.join(KNOWN_MAPS)}")
 
 
 @functools.lru_cache(maxsize=None)
