@@ -95,37 +95,53 @@ class Payload:
     """An arbitrary pickled object: enjoy.py's weights_only=True load refuses it rather than run its code."""
 
 
-def test_enjoy_rejects_bad_models_in_one_line(tmp_path, trained):
-    not_a_model = tmp_path / "notes.txt"
-    not_a_model.write_text("hello")
-    other_script = tmp_path / "other.cleanrl_model"
-    torch.save({"script": "magpo_smac_v1.py", "args": {}, "learner": {}, "best_learner": {}}, other_script)
-    plain_dict = tmp_path / "plain.pt"
-    torch.save({"weights": torch.zeros(1)}, plain_dict)
-    saved = torch.load(trained[1], weights_only=True)
-    no_learner = tmp_path / "no_learner.cleanrl_model"
-    torch.save({k: v for k, v in saved.items() if k != "best_learner"}, no_learner)
-    no_hidden = tmp_path / "no_hidden.cleanrl_model"
-    torch.save({**saved, "args": {k: v for k, v in saved["args"].items() if k != "learner_hidden"}}, no_hidden)
-    wrong_weights = tmp_path / "wrong_weights.cleanrl_model"
-    torch.save({**saved, "best_learner": {"head.weight": torch.zeros(2, 2)}}, wrong_weights)
+def bad_model_files(tmp_path, saved):
+    """(path, message) for every kind of file enjoy.py must refuse."""
+    files = {
+        "notes.txt": ("hello", "is not a model saved by --save-model"),
+        "other.cleanrl_model": (
+            {"script": "magpo_smac_v1.py", "args": {}, "learner": {}, "best_learner": {}},
+            "was saved by 'magpo_smac_v1.py'",
+        ),
+        "plain.pt": ({"weights": torch.zeros(1)}, "has no 'script' entry"),
+        "no_learner.cleanrl_model": (
+            {k: v for k, v in saved.items() if k != "best_learner"},
+            "has no 'best_learner' entry",
+        ),
+        "no_hidden.cleanrl_model": (
+            {**saved, "args": {k: v for k, v in saved["args"].items() if k != "learner_hidden"}},
+            "saved args have no 'learner_hidden' entry",
+        ),
+        "wrong_weights.cleanrl_model": (
+            {**saved, "best_learner": {"head.weight": torch.zeros(2, 2)}},
+            "the saved learner weights do not fit magpo_mpe.py's network",
+        ),
+        "pickled.cleanrl_model": (
+            {**saved, "extra": Payload()},
+            "is not a model saved by --save-model (UnpicklingError)",
+        ),
+    }
+    out = [(tmp_path / "missing.cleanrl_model", "no model file")]
+    for name, (content, message) in files.items():
+        path = tmp_path / name
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            torch.save(content, path)
+        out.append((path, message))
+    return out
 
-    pickled = tmp_path / "pickled.cleanrl_model"
-    torch.save({**saved, "extra": Payload()}, pickled)
-    for path, message in [
-        (tmp_path / "missing.cleanrl_model", "no model file"),
-        (not_a_model, "is not a model saved by --save-model"),
-        (plain_dict, "has no 'script' entry"),
-        (other_script, "was saved by 'magpo_smac_v1.py'"),
-        (no_learner, "has no 'best_learner' entry"),
-        (no_hidden, "saved args have no 'learner_hidden' entry"),
-        (wrong_weights, "the saved learner weights do not fit magpo_mpe.py's network"),
-        (pickled, "is not a model saved by --save-model (UnpicklingError)"),
-    ]:
-        result = enjoy_cli("--model-path", str(path), timeout=60)
-        assert result.returncode == 1, (path, result.stderr)
-        assert result.stderr.startswith("error: ") and message in result.stderr, (message, result.stderr)
-        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+def test_enjoy_rejects_bad_models_with_one_line_messages(tmp_path, trained):
+    saved = torch.load(trained[1], weights_only=True)
+    for path, message in bad_model_files(tmp_path, saved):
+        with pytest.raises(ValueError) as error:
+            enjoy.build_policy(enjoy.load_checkpoint(str(path)))
+        assert message in str(error.value) and "\n" not in str(error.value), (message, str(error.value))
+    # how the CLI exits on one: a one-line error, exit 1, no traceback
+    result = enjoy_cli("--model-path", str(tmp_path / "no_hidden.cleanrl_model"), timeout=60)
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
 
 
 def test_frames_are_drawn_where_the_env_puts_things(tmp_path):
