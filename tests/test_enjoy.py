@@ -16,6 +16,9 @@ import magpo_mpe
 from utils.mpe import SimpleSpreadVec
 from utils.render import save_gif, world_from_obs
 
+# the tests here read the shared tiny runs of tests/conftest.py: kept on one worker with the others that do
+pytestmark = pytest.mark.xdist_group("seed7_runs")
+
 
 @pytest.fixture(scope="module")
 def trained(seed7_runs):

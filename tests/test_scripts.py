@@ -23,6 +23,7 @@ def twice(request, seed7_runs):
     return seed7_runs(request.param)
 
 
+@pytest.mark.xdist_group("seed7_runs")
 def test_tiny_run_writes_tags_model_and_says_where(twice):
     case, (run_dir, _), (stdout, _) = twice
     assert os.path.basename(run_dir).startswith(f"{case.prefix}__7__"), run_dir
@@ -50,11 +51,13 @@ def test_tiny_run_writes_tags_model_and_says_where(twice):
     )
 
 
+@pytest.mark.xdist_group("seed7_runs")
 def test_same_seed_same_numbers(twice):
     _, dirs, _ = twice
     assert_same_numbers(dirs)
 
 
+@pytest.mark.xdist_group("seed7_runs")
 @pytest.mark.parametrize("env", ["mpe", "coordsum", "smax"])
 def test_random_policy_floor_is_the_same_for_magpo_and_mappo(seed7_runs, env):
     """One random-policy evaluation (utils.random_policy_score) on the same eval envs and seed: the
