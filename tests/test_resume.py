@@ -25,8 +25,8 @@ RESUME_CASES = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "mappo_mpe")
 
 def batch(case):
     """Environment steps per rollout of a case's tiny arguments."""
-    args = case.args
-    return int(args[args.index("--num-envs") + 1]) * int(args[args.index("--num-steps") + 1])
+    last = {flag: value for flag, value in zip(case.args, case.args[1:])}  # a repeated flag: its last value wins
+    return int(last["--num-envs"]) * int(last["--num-steps"])
 
 
 def model(run_dir):
