@@ -671,7 +671,7 @@ def load_checkpoint(run_dir, script, argv, args):
             flag = "--" + name.replace("_", "-")
             raise ValueError(
                 f"{flag} {getattr(args, name)} differs from the resumed run's {saved[name]}: that would be another "
-                f"run (a resumed run may change only --{', --'.join(n.replace('_', '-') for n in RESUMABLE_FLAGS)})"
+                f"run (a resumed run may change only --{', --'.join(n.replace('_', '-') for n in RESUMABLE_FLAGS if n != 'resume')})"
             )
     resumed = Args(**{f.name: saved[f.name] for f in fields(Args) if f.init})
     for name in given & set(RESUMABLE_FLAGS):
