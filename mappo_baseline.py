@@ -33,7 +33,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import copy
 import math
 import random
+import signal
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
@@ -69,6 +71,12 @@ class Args:
     """the entity (team) of wandb's project"""
     save_model: bool = False
     """whether to save the actor (final and best), the critic and the args to `runs/{run_name}`"""
+    checkpoint_interval: int = 0
+    """write the full training state to `runs/{run_name}/checkpoint.pt` every this many environment steps
+    (0: every --eval-interval), at the end of the run and on Ctrl-C / SIGTERM (README, "Long runs")"""
+    resume: str | None = None
+    """continue the run in this directory (`runs/<run>`) from its checkpoint.pt, with its saved arguments;
+    only --total-timesteps, --checkpoint-interval, --torch-threads, --track, --wandb-*, --save-model may change"""
     capture_video: bool = False
     """whether to save a GIF of the actor's first evaluation episode at every evaluation to
     `runs/{run_name}/videos` (MPE only: there is no CoordSum or SMAX renderer)"""
@@ -544,6 +552,168 @@ def absolute_metric(best_learner, eval_envs, device, args, writer, step):
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# INFRA: long runs: checkpoints, --resume, Ctrl-C, the non-finite guard, progress (README "Long runs");
+# the same in every training script
+# ---------------------------------------------------------------------------------------------
+CHECKPOINT_VERSION = 1
+# The flags a resumed run may change: they extend the run or change how it is watched or saved, never
+# what it computes. Any other flag given with --resume must keep the run's saved value.
+RESUMABLE_FLAGS = ("total_timesteps", "checkpoint_interval", "torch_threads", "track", "wandb_project_name",
+                   "wandb_entity", "save_model", "resume")  # fmt: skip
+# Test hook of the non-finite guard (tests/test_resume.py): MAGPO_INJECT_NAN_AT=<iteration> makes one
+# reward of that iteration's rollout NaN. Unset (0) in any real run.
+INJECT_NAN_AT = int(os.environ.get("MAGPO_INJECT_NAN_AT", "0"))
+STOP = {}  # {"signal": signum} once SIGINT or SIGTERM asked the run to stop
+
+
+def on_signal(signum, frame):
+    """SIGINT / SIGTERM: the run stops at its next safe point (after the current rollout or minibatch
+    step) and writes the state of the last finished iteration; a second signal kills it at once."""
+    STOP["signal"] = signum
+    signal.signal(signum, signal.SIG_DFL)
+
+
+class RunWriter(SummaryWriter):
+    """A SummaryWriter that keeps the scalars logged at the latest step (`latest`), for the checkpoint.
+    A resumed run's writer purges every point from the checkpoint's step on (purge_step: what the
+    interrupted run logged after its checkpoint, at that step too, is dropped) and logs the kept
+    points of that step again, so the run's curves have no gap and no duplicate."""
+
+    def __init__(self, log_dir, checkpoint=None):
+        super().__init__(log_dir, purge_step=None if checkpoint is None else checkpoint["global_step"])
+        self.latest_step, self.latest = None, []
+        for tag, value, step in [] if checkpoint is None else checkpoint["scalars"]:
+            self.add_scalar(tag, value, step)
+
+    def add_scalar(self, tag, scalar_value, global_step=None, **kwargs):
+        super().add_scalar(tag, scalar_value, global_step, **kwargs)
+        if self.latest_step is None or global_step > self.latest_step:
+            self.latest_step, self.latest = global_step, []
+        if global_step == self.latest_step:
+            self.latest.append((tag, float(scalar_value), global_step))
+
+
+def rng_states(device):
+    """Every global random stream: python, numpy, torch (CPU, and CUDA when used)."""
+    cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_states(states, device):
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path, state, writer):
+    """Write `state` atomically: the TensorBoard points up to it are flushed first, then a temporary
+    file in the same directory is written and renamed over `path` (os.replace), so a crash while
+    writing leaves the previous checkpoint whole."""
+    writer.flush()
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".checkpoint.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def stop_run(boundary, path, writer):
+    """After SIGINT/SIGTERM: write the last iteration boundary's state, say how to resume, exit 128 + signal."""
+    save_checkpoint(path, boundary, writer)
+    writer.close()
+    run_dir = os.path.dirname(path)
+    print(f"interrupted at step {boundary['global_step']}; resume with: python {boundary['script']} --resume {run_dir}")
+    sys.exit(128 + STOP["signal"])
+
+
+def given_flags(argv):
+    """The Args fields the command line sets (`--num-envs 8`, `--num-envs=8`, `--no-cuda`): how --resume
+    tells a flag the user gave (even at its default value) from one left out."""
+    names, given = {f.name for f in fields(Args) if f.init}, set()
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=")[0].replace("-", "_")
+            given.add(name[3:] if name not in names and name.startswith("no_") else name)
+    return given & names
+
+
+def load_checkpoint(run_dir, script, argv, args):
+    """--resume: the checkpoint of `run_dir` and the args to continue with, the saved ones with the
+    RESUMABLE_FLAGS the command line gives. Raises ValueError for a missing, unreadable or foreign
+    checkpoint and for a changed flag outside RESUMABLE_FLAGS (before anything is written)."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume {run_dir}: there is no checkpoint {path}")
+    try:  # our own file: a pickle (numpy and JAX states), so weights_only=False
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ValueError(
+            f"--resume {run_dir}: {path} is truncated or not a checkpoint ({type(error).__name__})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
+        raise ValueError(f"--resume {run_dir}: {path} is not a training checkpoint")
+    if checkpoint.get("script") != script:
+        raise ValueError(f"--resume {run_dir}: the checkpoint was written by {checkpoint.get('script')}, not {script}")
+    if checkpoint["format_version"] != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"--resume {run_dir}: the checkpoint has format version {checkpoint['format_version']}; this {script} "
+            f"reads version {CHECKPOINT_VERSION}"
+        )
+    saved, given = checkpoint["args"], given_flags(argv)
+    for name in sorted(given - set(RESUMABLE_FLAGS)):
+        if getattr(args, name) != saved[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{flag} {getattr(args, name)} differs from the resumed run's {saved[name]}: that would be another "
+                f"run (a resumed run may change only --{', --'.join(n.replace('_', '-') for n in RESUMABLE_FLAGS if n != 'resume')})"
+            )
+    resumed = Args(**{f.name: saved[f.name] for f in fields(Args) if f.init})
+    for name in given & set(RESUMABLE_FLAGS):
+        setattr(resumed, name, getattr(args, name))
+    resumed.resume = run_dir
+    return checkpoint, resumed
+
+
+def check_resumable(checkpoint, task, args):
+    """--resume: the checkpoint is this task's and the run has iterations left (raises ValueError)."""
+    if checkpoint is None:
+        return
+    if checkpoint["task"] != task:
+        raise ValueError(f"--resume {args.resume}: the checkpoint is for task {checkpoint['task']}, not {task}")
+    if args.num_iterations <= checkpoint["iteration"]:
+        raise ValueError(
+            f"--resume {args.resume}: the run has done all its {checkpoint['iteration']} iterations "
+            f"({checkpoint['global_step']} steps); give a larger --total-timesteps to extend it"
+        )
+
+
+def check_finite(iteration, network, stats):
+    """The non-finite guard: stop the run (exit 1) at the first NaN or inf among a network's loss terms
+    and gradient norm, before the optimiser steps; the last checkpoint is left as it was."""
+    for term, value in stats.items():
+        if not math.isfinite(value):
+            sys.exit(
+                f"error: non-finite {term} ({value}) in the {network}'s update at iteration {iteration}; the run stops "
+                "here and its last checkpoint (if any) is kept"
+            )
+
+
+def progress(global_step, total_steps, start_step, start_time, last_eval):
+    """(env-steps/s of this session, the progress text: steps done / total, time left, last evaluation)."""
+    sps = (global_step - start_step) / max(time.time() - start_time, 1e-9)
+    left = int((total_steps - global_step) / max(sps, 1e-9))
+    step, score = last_eval
+    score = " ".join(f"{x:.3f}" for x in np.atleast_1d(score))
+    eta = f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+    return int(sps), f"{global_step}/{total_steps} steps, ETA {eta}, last eval {score} at step {step}"
+
+
 def validate_args(args: Args) -> None:
     """Reject bad input before any environment or network is built (raises ValueError)."""
     # ENV-SPECIFIC checks first: a flag of another env, changed from its default, would be ignored
@@ -585,6 +755,7 @@ def validate_args(args: Args) -> None:
         (args.max_grad_norm > 0.0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
         (min(args.learner_hidden, args.critic_hidden) >= 1, "network sizes must be >= 1"),
         (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA device"),
+        (args.checkpoint_interval >= 0, f"--checkpoint-interval must be >= 0, got {args.checkpoint_interval}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -596,6 +767,13 @@ def validate_args(args: Args) -> None:
 
 
 if __name__ == "__main__":
+    # INFRA: --resume continues a run from its checkpoint, with its saved args
+    checkpoint = None
+    if args.resume is not None:
+        try:
+            checkpoint, args = load_checkpoint(args.resume, os.path.basename(__file__), sys.argv[1:], args)
+        except ValueError as error:
+            sys.exit(f"error: {error}")
     try:
         validate_args(args)
     except ValueError as error:
@@ -628,7 +806,14 @@ if __name__ == "__main__":
     N, obs_dim, action_dim, continuous = envs.num_agents, envs.obs_dim, envs.action_dim, envs.continuous_actions
     critic_dim = obs_dim if args.ippo else envs.state_dim
 
-    run_name = f"{task_name(args)}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    task = task_name(args)
+    try:
+        check_resumable(checkpoint, task, args)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    run_name = os.path.basename(os.path.normpath(args.resume)) if args.resume else None
+    run_name = run_name or f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = args.resume or f"runs/{run_name}"
     # INFRA: tracking
     if args.track:
         try:
@@ -643,15 +828,15 @@ if __name__ == "__main__":
             name=run_name,
             save_code=True,
         )
-    writer = SummaryWriter(f"runs/{run_name}")
+    writer = RunWriter(run_dir, checkpoint)
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
     )
-    print(f"run directory: runs/{run_name} (tensorboard --logdir runs)")
+    print(f"run directory: {run_dir} (tensorboard --logdir runs)")
     if args.capture_video:
         eval_envs = EpisodeRecorder(eval_envs)
-    video_dir = f"runs/{run_name}/videos" if args.capture_video else None
+    video_dir = f"{run_dir}/videos" if args.capture_video else None
     if video_dir is not None:
         os.makedirs(video_dir, exist_ok=True)
 
@@ -674,15 +859,6 @@ if __name__ == "__main__":
     starts = torch.zeros((T, B), device=device, dtype=torch.bool)
     values = torch.zeros((T, B, N), device=device)
 
-    # INFRA: the random-policy floor and the step-0 evaluation
-    random_return, random_win_rate = random_policy_score(eval_envs, seed=args.seed)
-    if random_win_rate is None:
-        print(f"random policy: eval return {random_return:.3f}")
-    else:
-        print(f"random policy: eval return {random_return:.3f}, win rate {random_win_rate:.3f}")
-        writer.add_scalar("eval/random_win_rate", random_win_rate, 0)
-    writer.add_scalar("eval/random_return", random_return, 0)
-
     # TRY NOT TO MODIFY: start the game
     global_step = 0
     start_time = time.time()
@@ -692,11 +868,73 @@ if __name__ == "__main__":
     next_start = torch.ones(B, dtype=torch.bool, device=device)
     actor_h = torch.zeros(B, N, args.learner_hidden, device=device)
     critic_h = torch.zeros(B, N, args.critic_hidden, device=device)
-    best_score = evaluate_and_log(learner, eval_envs, device, args, writer, 0, video_dir)
-    best_learner = copy.deepcopy(learner)
-    next_eval = args.eval_interval
+    # INFRA: a new run logs the random-policy floor and the step-0 evaluation; a resumed one restores
+    # every network, optimiser, statistic, random stream, env and carried tensor as the checkpoint holds them
+    modules = dict(learner=learner, critic=critic, optimizer=optimizer)
+    if checkpoint is None:
+        random_return, random_win_rate = random_policy_score(eval_envs, seed=args.seed)
+        if random_win_rate is None:
+            print(f"random policy: eval return {random_return:.3f}")
+        else:
+            print(f"random policy: eval return {random_return:.3f}, win rate {random_win_rate:.3f}")
+            writer.add_scalar("eval/random_win_rate", random_win_rate, 0)
+        writer.add_scalar("eval/random_return", random_return, 0)
+        best_score = evaluate_and_log(learner, eval_envs, device, args, writer, 0, video_dir)
+        best_learner = copy.deepcopy(learner)
+        next_eval = args.eval_interval
+        iteration, last_eval = 0, (0, best_score)
+    else:
+        for name, module in modules.items():
+            module.load_state_dict(checkpoint[name])
+        best_learner = copy.deepcopy(learner)
+        best_learner.load_state_dict(checkpoint["best_learner"])
+        value_norm.mean, value_norm.var, value_norm.count = checkpoint["value_norm"]
+        envs.set_state(checkpoint["envs"])
+        eval_envs.set_state(checkpoint["eval_envs"])
+        next_obs, next_state, next_avail, next_start, actor_h, critic_h = (
+            x.to(device) for x in checkpoint["carried"].values()
+        )
+        iteration, global_step, next_eval = checkpoint["iteration"], checkpoint["global_step"], checkpoint["next_eval"]
+        best_score, last_eval = checkpoint["best_score"], checkpoint["last_eval"]
+        set_rng_states(checkpoint["rng"], device)
 
-    for iteration in range(1, args.num_iterations + 1):
+    def training_state():
+        """INFRA: everything the run continues from, as copies: what checkpoint.pt holds."""
+        return copy.deepcopy(
+            {
+                **dict(
+                    format_version=CHECKPOINT_VERSION, script=os.path.basename(__file__), task=task, args=asdict(args)
+                ),
+                **dict(iteration=iteration, global_step=global_step, next_eval=next_eval, best_score=best_score),
+                **{name: module.state_dict() for name, module in modules.items()},
+                "best_learner": best_learner.state_dict(),
+                "last_eval": last_eval,
+                "value_norm": (value_norm.mean, value_norm.var, value_norm.count),
+                "envs": envs.get_state(),
+                "eval_envs": eval_envs.get_state(),
+                "carried": {
+                    "next_obs": next_obs,
+                    "next_state": next_state,
+                    "next_avail": next_avail,
+                    "next_start": next_start,
+                    "actor_h": actor_h,
+                    "critic_h": critic_h,
+                },
+                "rng": rng_states(device),
+                "scalars": writer.latest,
+            }
+        )
+
+    # INFRA: an interrupt rolls back to the last iteration boundary, `boundary`; checkpoints every
+    # --checkpoint-interval steps (default: --eval-interval), at the end, and on SIGINT / SIGTERM
+    boundary, checkpoint_path = training_state(), f"{run_dir}/checkpoint.pt"
+    checkpoint_interval = args.checkpoint_interval or args.eval_interval
+    next_checkpoint = (global_step // checkpoint_interval + 1) * checkpoint_interval
+    start_step = global_step
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    for iteration in range(iteration + 1, args.num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
         # BPTT in the update starts from the recurrent states at the rollout's start.
@@ -704,6 +942,8 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: rollout with the actor
         for step in range(T):
+            if STOP:  # INFRA: SIGINT / SIGTERM: back to the last iteration boundary
+                stop_run(boundary, checkpoint_path, writer)
             global_step += B
             obs[step], states[step], avails[step], starts[step] = next_obs, next_state, next_avail, next_start
             with torch.no_grad():
@@ -729,6 +969,9 @@ if __name__ == "__main__":
                 if envs.has_wins:
                     writer.add_scalar("charts/win_rate", info["won"][done].mean(), global_step)
 
+        if iteration == INJECT_NAN_AT:  # INFRA: the non-finite guard's test hook
+            rewards[0, 0, 0] = float("nan")
+
         # ALGO LOGIC: per-agent GAE from the critic's per-agent values
         with torch.no_grad():
             next_value, _ = critic(
@@ -751,6 +994,8 @@ if __name__ == "__main__":
         for epoch in range(args.update_epochs):
             np.random.shuffle(env_inds)
             for begin in range(0, B, args.minibatch_envs):
+                if STOP:  # INFRA: SIGINT / SIGTERM: back to the last iteration boundary
+                    stop_run(boundary, checkpoint_path, writer)
                 mb = torch.from_numpy(env_inds[begin : begin + args.minibatch_envs]).to(device)
                 mb_starts = starts[:, mb]
                 params, _ = learner(obs[:, mb], actor_h0[mb], mb_starts, avails[:, mb])
@@ -772,8 +1017,16 @@ if __name__ == "__main__":
                 )
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(learner.parameters(), args.max_grad_norm)
-                nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                actor_grad_norm = nn.utils.clip_grad_norm_(learner.parameters(), args.max_grad_norm)
+                critic_grad_norm = nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                # INFRA: the non-finite guard, before any parameter moves
+                actor_terms = ("policy_loss", "entropy", "approx_kl")
+                check_finite(
+                    iteration, "actor", {**{k: stats[k] for k in actor_terms}, "grad_norm": actor_grad_norm.item()}
+                )
+                check_finite(
+                    iteration, "critic", {"value_loss": stats["value_loss"], "grad_norm": critic_grad_norm.item()}
+                )
                 optimizer.step()
 
                 for key, value in stats.items():
@@ -789,21 +1042,33 @@ if __name__ == "__main__":
         for key, total in stats_sum.items():
             writer.add_scalar(f"losses/{key}", total / num_minibatch_steps, global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
-        sps = int(global_step / (time.time() - start_time))
+        sps, text = progress(global_step, args.num_iterations * args.batch_size, start_step, start_time, last_eval)
         writer.add_scalar("charts/SPS", sps, global_step)
-        print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} SPS={sps}")
+        print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} SPS={sps}, {text}")
 
         # INFRA: periodic evaluation, keeping the best actor for the absolute metric
-        if global_step >= next_eval or iteration == args.num_iterations:
+        if global_step >= next_eval:
             next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
             score = evaluate_and_log(learner, eval_envs, device, args, writer, global_step, video_dir)
             if score > best_score:
                 best_score, best_learner = score, copy.deepcopy(learner)
+            last_eval = (global_step, score)
 
-    # INFRA: absolute metric and saving
+        # INFRA: the iteration boundary (what an interrupt rolls back to); a checkpoint when one is due and
+        # at the end, before the final evaluation: a longer run resumed from it does not have that evaluation
+        boundary = training_state()
+        if global_step >= next_checkpoint or iteration == args.num_iterations:
+            next_checkpoint = (global_step // checkpoint_interval + 1) * checkpoint_interval
+            save_checkpoint(checkpoint_path, boundary, writer)
+
+    # INFRA: the final evaluation (unless the last iteration had one), absolute metric and saving
+    if last_eval[0] != global_step:
+        score = evaluate_and_log(learner, eval_envs, device, args, writer, global_step, video_dir)
+        if score > best_score:
+            best_score, best_learner = score, copy.deepcopy(learner)
     absolute_metric(best_learner, eval_envs, device, args, writer, global_step)
     if args.save_model:
-        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
         checkpoint = {
             "script": os.path.basename(__file__),
             "args": asdict(args),

@@ -31,6 +31,15 @@ BASELINE_SHARED = (
     "to_env_action",
 )  # fmt: skip
 
+# Long runs (checkpoints, --resume, interrupts, the non-finite guard, progress): the same INFRA block in
+# every training script, the baseline included.
+TRAINING_SCRIPTS = (*MAGPO_SCRIPTS, "mappo_baseline.py")
+LONG_RUN_SHARED = (
+    "CHECKPOINT_VERSION", "RESUMABLE_FLAGS", "INJECT_NAN_AT", "STOP", "on_signal", "RunWriter", "rng_states",
+    "set_rng_states", "save_checkpoint", "stop_run", "given_flags", "load_checkpoint", "check_resumable",
+    "check_finite", "progress",
+)  # fmt: skip
+
 
 def definitions(script):
     """{name: source} of the top-level functions, classes and assignments of a script (a file name
@@ -85,6 +94,11 @@ def test_smax_guider_differs_only_by_the_world_state():
     allowed = ("def __init__", "self.obs_embed", "def memory", '"""obs (T, B, N', "x = self.obs_embed", "def act",
                "obs (B, N, obs_dim)", "mem, h = self.memory", "def evaluate", "avail (T, M, N, A)", "mem, _ = self.memory")  # fmt: skip
     assert all(line.startswith(allowed) for line in removed), [x for x in removed if not x.startswith(allowed)]
+
+
+@pytest.mark.parametrize("script", TRAINING_SCRIPTS[1:])
+def test_training_scripts_share_the_long_run_infrastructure(script):
+    assert_copies("magpo_mpe.py", script, LONG_RUN_SHARED)
 
 
 def test_baseline_actor_is_magpo_learner():

@@ -22,6 +22,13 @@ avail_actions() -> (B, N, A) bool
     the actions each agent may take now (all True where the env has no action masks).
 state() -> (B, state_dim) float32
     the global state of the current step.
+get_state() -> dict
+    a copy of everything the env's next outputs depend on (its random stream: numpy Generator or JAX
+    key; its episodes: positions, targets, step counters, running returns, ...), picklable with
+    torch.save. What the training scripts' checkpoints hold (README, "Long runs").
+set_state(state)
+    restores it: on an env built with the same arguments, set_state(other.get_state()) makes every
+    later reset()/step() give what `other`'s would.
 close()
 
 Everything is numpy; the scripts move it to their torch device.

@@ -16,6 +16,8 @@ its other options at their defaults (no curriculum, no early termination, full o
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from utils import VecEnv
@@ -216,6 +218,20 @@ class SimpleSpreadVec(VecEnv):
                 getattr(self, name)[env_ids] = value
         self._obs = self._observe(*self._relative_positions())
 
+    def get_state(self) -> dict:
+        """Everything the next steps depend on, as copies: the random stream and the world."""
+        names = ("agent_pos", "agent_vel", "landmark_pos", "_steps", "_returns", "_obs")
+        return {
+            "rng": copy.deepcopy(self._rng.bit_generator.state),
+            **{n: copy.deepcopy(getattr(self, n)) for n in names},
+        }
+
+    def set_state(self, state: dict) -> None:
+        state = copy.deepcopy(state)
+        self._rng.bit_generator.state = state.pop("rng")
+        for name, value in state.items():
+            setattr(self, name, value)
+
     def close(self) -> None:
         """Nothing to release; here so both backends can be used the same way."""
 
@@ -294,6 +310,31 @@ class PettingZooMPE(VecEnv):
 
     def state(self) -> np.ndarray:
         return np.stack([env.state() for env in self.envs])  # (B, N * obs_dim) float32
+
+    @staticmethod
+    def _layers(env):
+        """The parallel env and every wrapper below it down to mpe2's raw env (each holds some state)."""
+        layers = [env]
+        while hasattr(layers[-1], "aec_env") or "env" in vars(layers[-1]):
+            layers.append(getattr(layers[-1], "aec_env", None) or vars(layers[-1])["env"])
+        return layers
+
+    def get_state(self) -> dict:
+        """Copies of every layer of the mpe2 envs (their worlds, random generators and bookkeeping),
+        without the links between the layers and the renderer's objects, and the episode counters."""
+        skip = ("env", "aec_env", "screen", "game_font", "viewer")
+        layers = [
+            [{k: v for k, v in vars(layer).items() if k not in skip} for layer in self._layers(env)]
+            for env in self.envs
+        ]
+        return copy.deepcopy({"layers": layers, "seed": self._seed, "steps": self._steps, "returns": self._returns})
+
+    def set_state(self, state: dict) -> None:
+        state = copy.deepcopy(state)
+        for env, saved in zip(self.envs, state["layers"]):
+            for layer, fields in zip(self._layers(env), saved):
+                vars(layer).update(fields)
+        self._seed, self._steps, self._returns = state["seed"], state["steps"], state["returns"]
 
     def close(self) -> None:
         for env in self.envs:

@@ -316,6 +316,31 @@ class SMAXVec(VecEnv):
         rewards = np.repeat(reward[:, None], self.num_agents, axis=1)  # (B, N) team reward
         return obs.copy(), rewards, done, info
 
+    def get_state(self) -> dict:
+        """Everything the next steps depend on, as numpy copies (plain arrays, picklable without
+        JaxMARL): the JAX key, the leaves of the batched JAX state pytree, the running returns and
+        lengths, and the current observations, world states and masks."""
+        self._require_reset()
+        leaves = self._jax.tree_util.tree_leaves((self._key, self._state, self._running))
+        return {
+            "leaves": [np.array(x) for x in leaves],
+            "obs": self._obs.copy(),
+            "world_state": self._world_state.copy(),
+            "avail": self._avail.copy(),
+        }
+
+    def set_state(self, state: dict) -> None:
+        if self._state is None:
+            self.reset()  # for the pytree's structure; every value is replaced below
+        treedef = self._jax.tree_util.tree_structure((self._key, self._state, self._running))
+        leaves = [self._jnp.asarray(x) for x in state["leaves"]]
+        self._key, self._state, self._running = self._jax.tree_util.tree_unflatten(treedef, leaves)
+        self._obs, self._world_state, self._avail = (
+            state["obs"].copy(),
+            state["world_state"].copy(),
+            state["avail"].copy(),
+        )
+
     def close(self) -> None:
         self._state = None
 
