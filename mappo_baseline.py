@@ -868,6 +868,9 @@ if __name__ == "__main__":
     next_start = torch.ones(B, dtype=torch.bool, device=device)
     actor_h = torch.zeros(B, N, args.learner_hidden, device=device)
     critic_h = torch.zeros(B, N, args.critic_hidden, device=device)
+    # INFRA: from here on SIGINT / SIGTERM stop the run at its next safe point (on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     # INFRA: a new run logs the random-policy floor and the step-0 evaluation; a resumed one restores
     # every network, optimiser, statistic, random stream, env and carried tensor as the checkpoint holds them
     modules = dict(learner=learner, critic=critic, optimizer=optimizer)
@@ -931,8 +934,6 @@ if __name__ == "__main__":
     checkpoint_interval = args.checkpoint_interval or args.eval_interval
     next_checkpoint = (global_step // checkpoint_interval + 1) * checkpoint_interval
     start_step = global_step
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
 
     for iteration in range(iteration + 1, args.num_iterations + 1):
         if args.anneal_lr:
