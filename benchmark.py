@@ -281,14 +281,17 @@ def expand(args: Args) -> list[Run]:
 
 # ---------------------------------------------------------------------------------------------------------
 # One run, as a Ray task: it runs on a worker (here, or on a node of a cluster).
-def die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL if the Ray worker dies (Linux), so no run outlives the benchmark."""
+def die_with_parent():
+    """A preexec_fn that has the child get SIGKILL when the Ray worker running it dies (Linux's
+    PR_SET_PDEATHSIG), so no run outlives the benchmark; None elsewhere. prctl is looked up here, in the
+    parent: between fork and exec the child only calls it."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def execute(command: list[str], scratch: str | None) -> dict:
@@ -303,7 +306,7 @@ def execute(command: list[str], scratch: str | None) -> dict:
     start = time.time()
     with open(os.path.join(scratch, "log.txt"), "w") as log:
         exit_code = subprocess.call([sys.executable, script, *command[1:]], cwd=scratch, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
+                                    stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent())
     result = {"exit_code": exit_code, "wall_s": round(time.time() - start, 1), "archive": None}
     if ship:
         buffer = io.BytesIO()
