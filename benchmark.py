@@ -37,6 +37,7 @@ finished runs only (symlinked into a temporary folder for plot.py's --runs), so 
 differ in budget (the 1M and 5M runs of docs/reproduction.md) never mix.
 """
 
+import glob
 import hashlib
 import io
 import json
@@ -376,8 +377,7 @@ def finish(run: Run, result: dict) -> dict:
         with tarfile.open(fileobj=io.BytesIO(result["archive"]), mode="r:gz") as tar:
             tar.extractall(folder, filter="data")
     log = os.path.join(folder, "log.txt")
-    made = sorted(d for d in os.listdir(os.path.join(folder, "runs")) if os.path.isdir(os.path.join(folder, "runs", d))) \
-        if os.path.isdir(os.path.join(folder, "runs")) else []
+    made = sorted(os.path.basename(d) for d in glob.glob(os.path.join(folder, "runs", "*")) if os.path.isdir(d))
     record = {"command": run.text, "exit_code": result["exit_code"], "wall_s": result["wall_s"], "run_dir": None,
               "sps": sps_of(log), "last_line": result.get("error") or last_line(log)}
     if record["exit_code"] == 0 and len(made) != 1:
@@ -406,7 +406,8 @@ def start_ray(args: Args, runs: list[Run]) -> str:
     quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         if args.address is None:
-            ray.init(address="local", num_cpus=args.workers or len(os.sched_getaffinity(0)), **quiet)
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            ray.init(address="local", num_cpus=args.workers or cores, **quiet)
         else:
             quiet.pop("include_dashboard")
             ray.init(address=args.address, runtime_env={
@@ -533,10 +534,10 @@ def main(args: Args) -> int:
     print(f"{len(runs)} runs: {len(skipped)} done before (skipped), {len(todo)} to run", flush=True)
     failed = False
     if todo:
+        print(f"on {start_ray(args, todo)}", flush=True)  # an InputError if ray is missing or unreachable
         import ray
 
         try:
-            print(f"on {start_ray(args, todo)}", flush=True)
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # e.g. a job scheduler's stop: as for ^C
             run_all(args, todo, records)
         except (KeyboardInterrupt, SystemExit) as stop:
