@@ -1,8 +1,8 @@
 """benchmark.py as a user runs it, in a temporary directory: a tiny CoordSum grid (2 tasks x 2 seeds, plus
 a task whose runs fail) on a local Ray instance with 2 CPUs, then again on a Ray cluster (started here, once
-for the module) to show what is skipped; `--dry-run` against explicit lists and against the shell loops
-that docs/reproduction.md had before benchmark.py; bad input. ~1.5 min on 2 cores, most of it Ray's
-start-up and the tiny runs' imports."""
+for the module) to show what is skipped and what restarts; `--dry-run` against explicit lists and against
+the shell loops that docs/reproduction.md had before benchmark.py; bad input. ~1.5 min on 2 cores, most
+of it Ray's start-up and the tiny runs' imports."""
 
 import glob
 import json
