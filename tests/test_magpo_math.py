@@ -86,7 +86,10 @@ def test_running_mean_std_matches_all_data_seen():
 
 
 # ------------------------------------------------------------------------------- guider loss
-def ppo_reference(logp, logp_old, adv, value, value_old, returns, entropy, eps, ent_coef, vf_coef):
+def ppo_reference(logp, tok, eps, ent_coef, vf_coef):
+    """Plain PPO (clipped surrogate and value loss, entropy bonus) on the tokens `tok` of `_tokens`."""
+    logp_old, adv, value, value_old = tok["logp_behaviour"], tok["advantages"], tok["value"], tok["value_old"]
+    returns, entropy = tok["returns"], tok["entropy"]
     ratio = (logp - logp_old).exp()
     pg = -torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv).mean()
     v_clip = value_old + (value - value_old).clamp(-eps, eps)
@@ -124,18 +127,7 @@ def test_guider_loss_inside_band_equals_ppo():
         vf_coef=0.5,
         norm_adv=False,
     )
-    ref = ppo_reference(
-        logp,
-        tok["logp_behaviour"],
-        tok["advantages"],
-        tok["value"],
-        tok["value_old"],
-        tok["returns"],
-        tok["entropy"],
-        eps,
-        0.01,
-        0.5,
-    )
+    ref = ppo_reference(logp, tok, eps, 0.01, 0.5)
     assert stats["out_of_band_frac"] == 0.0 and stats["guider_kl_loss"] == 0.0
     torch.testing.assert_close(loss, ref)
     (g1,) = torch.autograd.grad(loss, logp)
@@ -256,18 +248,7 @@ def test_guider_delta_inf_is_untethered_ppo():
         vf_coef=0.5,
         norm_adv=False,
     )
-    ref = ppo_reference(
-        logp,
-        tok["logp_behaviour"],
-        tok["advantages"],
-        tok["value"],
-        tok["value_old"],
-        tok["returns"],
-        tok["entropy"],
-        0.2,
-        0.0,
-        0.5,
-    )
+    ref = ppo_reference(logp, tok, 0.2, 0.0, 0.5)
     assert stats["out_of_band_frac"] == 0.0
     torch.testing.assert_close(loss, ref)
 
