@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 
 import tyro
 
+from utils.smax import PAPER_MAPS  # the list only: importing utils.smax imports no JAX
+
 REPO = os.path.dirname(os.path.abspath(__file__))
 STATE_DIR = os.path.join("runs", "benchmark")
 
@@ -102,18 +104,7 @@ CTDS = "magpo_coordsum.py --delta inf --alpha 0 --exp-name ctds_coordsum"
 COORDSUM_BASELINES = ["mappo_baseline.py --env coordsum", "mappo_baseline.py --env coordsum --ippo"]
 GUIDER = "--metric eval/guider_return"
 GAP = "--metric eval/guider_return --subtract eval/learner_return"
-SMAX_MAPS = [  # utils/smax.py's PAPER_MAPS (a test checks that they agree)
-    "2s3z",
-    "3s5z",
-    "5m_vs_6m",
-    "10m_vs_11m",
-    "27m_vs_30m",
-    "3s5z_vs_3s6z",
-    "3s_vs_5z",
-    "6h_vs_8z",
-    "smacv2_5_units",
-    "smacv2_10_units",
-]
+SMAX_MAPS = list(PAPER_MAPS)
 
 GRIDS = {
     # docs/reproduction.md, section by section: its commands, exp_names, seeds and plot.py calls

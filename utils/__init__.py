@@ -34,6 +34,8 @@ close()
 Everything is numpy; the scripts move it to their torch device.
 """
 
+import copy
+
 import numpy as np
 
 
@@ -46,6 +48,23 @@ class VecEnv:
     def avail_actions(self) -> np.ndarray:
         """All True: this env has no action masks."""
         return np.ones((self.num_envs, self.num_agents, self.action_dim), dtype=bool)
+
+    # get_state / set_state for the numpy wrappers: their Generator `_rng` and the arrays named in
+    # `_state_names`, as copies (SMAX and the PettingZoo backend define their own)
+    _state_names = ()
+
+    def get_state(self) -> dict:
+        """Everything the next steps depend on, as copies: the random stream and the named arrays."""
+        return {
+            "rng": copy.deepcopy(self._rng.bit_generator.state),
+            **{name: copy.deepcopy(getattr(self, name)) for name in self._state_names},
+        }
+
+    def set_state(self, state: dict) -> None:
+        state = copy.deepcopy(state)
+        self._rng.bit_generator.state = state.pop("rng")
+        for name, value in state.items():
+            setattr(self, name, value)
 
 
 def random_actions(envs, rng: np.random.Generator) -> np.ndarray:

@@ -30,8 +30,6 @@ The history is kept as counts, (B, rows, K), which is all the argmax needs.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from utils import VecEnv
@@ -184,19 +182,8 @@ class CoordSumVec(VecEnv):
             raise RuntimeError("call reset() before state()")
         return self._obs.reshape(self.num_envs, self.state_dim).copy()
 
-    def get_state(self) -> dict:
-        """Everything the next steps depend on, as copies: the random stream, targets, history, counters."""
-        names = ("_targets", "history_counts", "_steps", "_returns", "_obs")
-        return {
-            "rng": copy.deepcopy(self._rng.bit_generator.state),
-            **{n: copy.deepcopy(getattr(self, n)) for n in names},
-        }
-
-    def set_state(self, state: dict) -> None:
-        state = copy.deepcopy(state)
-        self._rng.bit_generator.state = state.pop("rng")
-        for name, value in state.items():
-            setattr(self, name, value)
+    # what get_state / set_state (utils.VecEnv) copy besides the random stream
+    _state_names = ("_targets", "history_counts", "_steps", "_returns", "_obs")
 
     def close(self) -> None:
         """Nothing to release; here so it can be used like the MPE backends."""

@@ -218,19 +218,8 @@ class SimpleSpreadVec(VecEnv):
                 getattr(self, name)[env_ids] = value
         self._obs = self._observe(*self._relative_positions())
 
-    def get_state(self) -> dict:
-        """Everything the next steps depend on, as copies: the random stream and the world."""
-        names = ("agent_pos", "agent_vel", "landmark_pos", "_steps", "_returns", "_obs")
-        return {
-            "rng": copy.deepcopy(self._rng.bit_generator.state),
-            **{n: copy.deepcopy(getattr(self, n)) for n in names},
-        }
-
-    def set_state(self, state: dict) -> None:
-        state = copy.deepcopy(state)
-        self._rng.bit_generator.state = state.pop("rng")
-        for name, value in state.items():
-            setattr(self, name, value)
+    # what get_state / set_state (utils.VecEnv) copy besides the random stream
+    _state_names = ("agent_pos", "agent_vel", "landmark_pos", "_steps", "_returns", "_obs")
 
     def close(self) -> None:
         """Nothing to release; here so both backends can be used the same way."""
