@@ -89,6 +89,11 @@ class Args:
 
     # Algorithm (defaults: the paper's CoordSum 3x10 row, algorithm.md §14, except the budget, the update
     # schedule and, because of the schedule, the step sizes: see `learning_rate`)
+    protocol: Literal["default", "paper"] = "default"
+    """`paper`: the official code's set-up for this task (utils/protocol.py, README "The paper's protocol"): its
+    params.csv row (minibatches, epochs, lr, clip, entropy, max-grad-norm, alpha, delta, guider sizes), 2 x 64
+    envs per update (`--num-envs 128`), 20M steps evaluated every 10 updates, `--no-norm-value` (the value clip in
+    raw units), `--agent-order official`; flags given on the command line win"""
     total_timesteps: int = 5_000_000
     """total environment steps (one step of one environment counts one), rounded down to whole rollouts of
     num_envs x num_steps (the run says so when it rounds); the paper uses 20M"""
@@ -130,6 +135,9 @@ class Args:
     """delta > 1: the guider's per-agent ratio to the learner is kept in [1/delta, delta]; `inf` removes the tether"""
     alpha: float = 2.0
     """weight of the learner's off-policy PPO loss beside KL(guider || learner); 0 gives pure distillation"""
+    agent_order: Literal["random", "official"] = "random"
+    """the guider's decoding order (algorithm.md §3): `random` = a random order per env and step, stored and
+    re-used in training; `official` = index order in rollouts and one random order per epoch in training"""
 
     # Networks
     learner_hidden: int = 128
@@ -169,6 +177,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from utils import random_policy_score
 from utils.coordsum import SCENARIOS, make_env
+from utils.protocol import apply_paper_protocol, as_flags
 
 
 # ---------------------------------------------------------------------------------------------
@@ -646,15 +655,23 @@ def random_perm(num_envs, num_agents, device):
     return torch.rand(num_envs, num_agents, device=device).argsort(dim=1)
 
 
+def decoding_order(num_envs, num_agents, device, agent_order):
+    """The guider's decoding order (B, N) for one rollout or evaluation step (algorithm.md §3): `random` draws
+    one per environment; `official` is index order 0..N-1, as the official rollouts decode."""
+    if agent_order == "official":
+        return torch.arange(num_agents, device=device).expand(num_envs, num_agents)
+    return random_perm(num_envs, num_agents, device)
+
+
 # ---------------------------------------------------------------------------------------------
 # INFRA: evaluation (algorithm.md §10) and input checks; skip on a first read
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(policy, eval_envs, device, hidden_size, deterministic=False):
+def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, agent_order="random"):
     """Undiscounted returns (B,) and win flags (B,) (None where the env has no wins) of `policy` over
     one episode in each of the B eval envs, sampling actions as the paper does (`deterministic`
     takes the mode instead). A Learner acts decentralised (own observation history, own available
-    actions); the Guider acts centrally, in a random agent order per step as during training."""
+    actions); the Guider acts centrally, decoding in `agent_order` as in its rollouts."""
     B, N = eval_envs.num_envs, eval_envs.num_agents
     obs = torch.from_numpy(eval_envs.reset()).to(device)
     h = torch.zeros(B, N, hidden_size, device=device)
@@ -666,7 +683,8 @@ def evaluate(policy, eval_envs, device, hidden_size, deterministic=False):
         if isinstance(policy, Learner):
             action, h = policy.act(obs, h, starts, avail, deterministic)
         else:
-            action, _, _, h = policy.act(obs, h, starts, random_perm(B, N, device), avail, deterministic)
+            perm = decoding_order(B, N, device, agent_order)
+            action, _, _, h = policy.act(obs, h, starts, perm, avail, deterministic)
         next_obs, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
         newly = dones & ~finished
         episode_return[newly] = info["episode_return"][newly]
@@ -682,7 +700,7 @@ def evaluate_and_log(learner, guider, eval_envs, device, args, writer, step):
     """Evaluate the learner and the guider once, log and print the results; returns the learner's
     score for keeping the best learner (its mean return)."""
     learner_return, _ = evaluate(learner, eval_envs, device, args.learner_hidden)
-    guider_return, _ = evaluate(guider, eval_envs, device, args.guider_dim)
+    guider_return, _ = evaluate(guider, eval_envs, device, args.guider_dim, agent_order=args.agent_order)
     writer.add_scalar("eval/learner_return", learner_return.mean(), step)
     writer.add_scalar("eval/guider_return", guider_return.mean(), step)
     print(
@@ -915,6 +933,12 @@ if __name__ == "__main__":
             checkpoint, args = load_checkpoint(args.resume, os.path.basename(__file__), sys.argv[1:], args)
         except ValueError as error:
             sys.exit(f"error: {error}")
+    if checkpoint is None and args.protocol == "paper":  # a resumed run has its protocol in its saved args
+        try:
+            note, changed = apply_paper_protocol(args, "magpo", args.scenario, given_flags(sys.argv[1:]))
+        except ValueError as error:
+            sys.exit(f"error: --protocol paper: {error}")
+        print(f"--protocol paper ({note}) sets: {as_flags(changed)}")
     try:
         validate_args(args)
     except ValueError as error:
@@ -1078,7 +1102,7 @@ if __name__ == "__main__":
                 stop_run(boundary, checkpoint_path, writer)
             global_step += B
             obs[step], avails[step], starts[step] = next_obs, next_avail, next_start
-            perm = random_perm(B, N, device)
+            perm = decoding_order(B, N, device, args.agent_order)
             with torch.no_grad():
                 action, logprob, value, guider_h = guider.act(next_obs, guider_h, next_start, perm, next_avail)
                 # The learner's memory is advanced on the guider's trajectory too, so its stored
@@ -1118,13 +1142,16 @@ if __name__ == "__main__":
         num_minibatch_steps = 0
         for epoch in range(args.update_epochs):
             np.random.shuffle(env_inds)
+            # --agent-order official re-scores the whole batch under one random order per epoch, as the official
+            # code does; its rollouts decoded in index order, so r != 1 before the first step (algorithm.md §3)
+            train_perms = perms if args.agent_order == "random" else random_perm(1, N, device).expand(T, B, N)
             for begin in range(0, B, args.minibatch_envs):
                 if STOP:  # INFRA: SIGINT / SIGTERM: back to the last iteration boundary
                     stop_run(boundary, checkpoint_path, writer)
                 mb = torch.from_numpy(env_inds[begin : begin + args.minibatch_envs]).to(device)
                 mb_obs, mb_starts, mb_actions, mb_avail = obs[:, mb], starts[:, mb], actions[:, mb], avails[:, mb]
                 g_params, g_logp, g_entropy, g_value = guider.evaluate(
-                    mb_obs, guider_h0[mb], mb_starts, mb_actions, perms[:, mb], mb_avail
+                    mb_obs, guider_h0[mb], mb_starts, mb_actions, train_perms[:, mb], mb_avail
                 )
                 l_params, _ = learner(mb_obs, learner_h0[mb], mb_starts, mb_avail)  # (T, M, N, P)
                 l_logp = dist_log_prob(l_params, mb_actions, continuous)

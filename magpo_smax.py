@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
 
 import tyro
 
@@ -85,6 +86,11 @@ class Args:
     sees the observations only and lists that as a limitation)"""
 
     # Algorithm (defaults: the paper's 2s3z row, algorithm.md §14, except the budget and value normalisation)
+    protocol: Literal["default", "paper"] = "default"
+    """`paper`: the official code's set-up for this task (utils/protocol.py, README "The paper's protocol"): its
+    params.csv row (minibatches, epochs, lr, clip, entropy, max-grad-norm, alpha, delta, guider sizes), 2 x 64
+    envs per update (`--num-envs 128`), 20M steps evaluated every 10 updates, `--no-norm-value` (the value clip in
+    raw units), `--agent-order official`; flags given on the command line win"""
     total_timesteps: int = 5_000_000
     """total environment steps (one step of one environment counts one), rounded down to whole rollouts of
     num_envs x num_steps (the run says so when it rounds); the paper uses 20M"""
@@ -123,6 +129,9 @@ class Args:
     """delta > 1: the guider's per-agent ratio to the learner is kept in [1/delta, delta]; `inf` removes the tether"""
     alpha: float = 4.0
     """weight of the learner's off-policy PPO loss beside KL(guider || learner); 0 gives pure distillation"""
+    agent_order: Literal["random", "official"] = "random"
+    """the guider's decoding order (algorithm.md §3): `random` = a random order per env and step, stored and
+    re-used in training; `official` = index order in rollouts and one random order per epoch in training"""
 
     # Networks
     learner_hidden: int = 128
@@ -161,6 +170,7 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 
 from utils import random_policy_score
+from utils.protocol import apply_paper_protocol, as_flags
 from utils.smax import check_map_name, make_env
 
 
@@ -647,16 +657,24 @@ def random_perm(num_envs, num_agents, device):
     return torch.rand(num_envs, num_agents, device=device).argsort(dim=1)
 
 
+def decoding_order(num_envs, num_agents, device, agent_order):
+    """The guider's decoding order (B, N) for one rollout or evaluation step (algorithm.md §3): `random` draws
+    one per environment; `official` is index order 0..N-1, as the official rollouts decode."""
+    if agent_order == "official":
+        return torch.arange(num_agents, device=device).expand(num_envs, num_agents)
+    return random_perm(num_envs, num_agents, device)
+
+
 # ---------------------------------------------------------------------------------------------
 # INFRA: evaluation (algorithm.md §10) and input checks; skip on a first read
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, use_state=False):
+def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, agent_order="random", use_state=False):
     """Undiscounted returns (B,) and win flags (B,) (None where the env has no wins) of `policy` over
     one episode in each of the B eval envs, sampling actions as the paper does (`deterministic`
     takes the mode instead). A Learner acts decentralised (own observation history, own available
-    actions); the Guider acts centrally, in a random agent order per step as during training, and
-    with `use_state` also sees the world state."""
+    actions); the Guider acts centrally, decoding in `agent_order` as in its rollouts, and with
+    `use_state` also sees the world state."""
     B, N = eval_envs.num_envs, eval_envs.num_agents
     obs = torch.from_numpy(eval_envs.reset()).to(device)
     h = torch.zeros(B, N, hidden_size, device=device)
@@ -669,7 +687,8 @@ def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, use_st
             action, h = policy.act(obs, h, starts, avail, deterministic)
         else:
             state = torch.from_numpy(eval_envs.state()).to(device) if use_state else None
-            action, _, _, h = policy.act(obs, h, starts, random_perm(B, N, device), avail, deterministic, state)
+            perm = decoding_order(B, N, device, agent_order)
+            action, _, _, h = policy.act(obs, h, starts, perm, avail, deterministic, state)
         next_obs, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
         newly = dones & ~finished
         episode_return[newly] = info["episode_return"][newly]
@@ -685,7 +704,9 @@ def evaluate_and_log(learner, guider, eval_envs, device, args, writer, step):
     """Evaluate the learner and the guider once, log and print the results; returns the learner's
     score for keeping the best learner: (win rate, mean return), ties in the win rate broken by the return."""
     learner_return, learner_won = evaluate(learner, eval_envs, device, args.learner_hidden)
-    guider_return, guider_won = evaluate(guider, eval_envs, device, args.guider_dim, use_state=args.guider_global_state)
+    guider_return, guider_won = evaluate(
+        guider, eval_envs, device, args.guider_dim, agent_order=args.agent_order, use_state=args.guider_global_state
+    )
     writer.add_scalar("eval/win_rate", learner_won.mean(), step)
     writer.add_scalar("eval/learner_return", learner_return.mean(), step)
     writer.add_scalar("eval/guider_win_rate", guider_won.mean(), step)
@@ -925,6 +946,12 @@ if __name__ == "__main__":
             checkpoint, args = load_checkpoint(args.resume, os.path.basename(__file__), sys.argv[1:], args)
         except ValueError as error:
             sys.exit(f"error: {error}")
+    if checkpoint is None and args.protocol == "paper":  # a resumed run has its protocol in its saved args
+        try:
+            note, changed = apply_paper_protocol(args, "magpo", args.map_name, given_flags(sys.argv[1:]))
+        except ValueError as error:
+            sys.exit(f"error: --protocol paper: {error}")
+        print(f"--protocol paper ({note}) sets: {as_flags(changed)}")
     try:
         validate_args(args)
     except ValueError as error:
@@ -1094,7 +1121,7 @@ if __name__ == "__main__":
                 stop_run(boundary, checkpoint_path, writer)
             global_step += B
             obs[step], avails[step], world_states[step], starts[step] = next_obs, next_avail, next_state, next_start
-            perm = random_perm(B, N, device)
+            perm = decoding_order(B, N, device, args.agent_order)
             with torch.no_grad():
                 action, logprob, value, guider_h = guider.act(
                     next_obs, guider_h, next_start, perm, next_avail, state=next_state if state_dim else None
@@ -1140,6 +1167,9 @@ if __name__ == "__main__":
         num_minibatch_steps = 0
         for epoch in range(args.update_epochs):
             np.random.shuffle(env_inds)
+            # --agent-order official re-scores the whole batch under one random order per epoch, as the official
+            # code does; its rollouts decoded in index order, so r != 1 before the first step (algorithm.md §3)
+            train_perms = perms if args.agent_order == "random" else random_perm(1, N, device).expand(T, B, N)
             for begin in range(0, B, args.minibatch_envs):
                 if STOP:  # INFRA: SIGINT / SIGTERM: back to the last iteration boundary
                     stop_run(boundary, checkpoint_path, writer)
@@ -1150,7 +1180,7 @@ if __name__ == "__main__":
                     guider_h0[mb],
                     mb_starts,
                     mb_actions,
-                    perms[:, mb],
+                    train_perms[:, mb],
                     mb_avail,
                     world_states[:, mb] if state_dim else None,
                 )

@@ -113,6 +113,11 @@ class Args:
     """SMAX: the map (any map registered in JaxMARL; the paper's ten are in utils/smax.py's PAPER_MAPS)"""
 
     # Algorithm (defaults: recurrent MAPPO of Yu et al. 2022, with MAGPO's rollout, budget and lr)
+    protocol: Literal["default", "paper"] = "default"
+    """`paper`: the official code's set-up for this task (utils/protocol.py, README "The paper's protocol"): the
+    params.csv row of MAPPO / IPPO where the paper tuned one (CoordSum), else rec_mappo.yaml's defaults; 2 x 64
+    envs per update (`--num-envs 128`), 20M steps evaluated every 10 updates, `vf_coef` 0.5, `--no-norm-value` (the
+    value clip in raw units) and, on CoordSum, `--coordsum-obs raw`; flags given on the command line win"""
     total_timesteps: int = 2_000_000
     """total environment steps (one step of one environment counts one), rounded down to whole rollouts of
     num_envs x num_steps (the run says so when it rounds); the same as magpo_mpe.py"""
@@ -188,6 +193,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from utils import EpisodeRecorder, random_policy_score
 from utils.coordsum import SCENARIOS
+from utils.protocol import apply_paper_protocol, as_flags
 from utils.render import save_gif
 
 
@@ -774,6 +780,12 @@ if __name__ == "__main__":
             checkpoint, args = load_checkpoint(args.resume, os.path.basename(__file__), sys.argv[1:], args)
         except ValueError as error:
             sys.exit(f"error: {error}")
+    if checkpoint is None and args.protocol == "paper":  # a resumed run has its protocol in its saved args
+        paper_task = {"mpe": task_name(args), "coordsum": args.scenario}.get(args.env, args.map_name)
+        note, changed = apply_paper_protocol(
+            args, "ippo" if args.ippo else "mappo", paper_task, given_flags(sys.argv[1:])
+        )
+        print(f"--protocol paper ({note}) sets: {as_flags(changed)}")
     try:
         validate_args(args)
     except ValueError as error:

@@ -17,7 +17,7 @@ MAGPO_SHARED = (
     "LOG_2PI", "MASKED_LOGIT", "masked_logits", "dist_sample", "tanh_gaussian_log_prob", "dist_log_prob",
     "dist_entropy", "dist_kl",
     "layer_init", "gru_unroll", "to_positions", "to_agents", "Attention", "EncoderBlock", "DecoderBlock",
-    "Learner", "to_env_action", "random_perm",
+    "Learner", "to_env_action", "random_perm", "decoding_order",
 )  # fmt: skip
 # magpo_smax.py adds `--guider-global-state` (the guider's world-state input) and win rates, so these
 # are copies between magpo_mpe.py and magpo_coordsum.py only; the SMAX versions differ on purpose.

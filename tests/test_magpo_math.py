@@ -14,6 +14,7 @@ from magpo_mpe import (
     Learner,
     RunningMeanStd,
     compute_gae,
+    decoding_order,
     dist_entropy,
     dist_kl,
     dist_log_prob,
@@ -436,6 +437,14 @@ def test_networks_respect_masks_and_replay_their_log_probs(use_state):
 
 
 # ----------------------------------------------------------------------------------- networks
+def test_decoding_orders():
+    """`random`: an independent permutation per env; `official`: index order 0..N-1 for every env."""
+    official = decoding_order(4, 3, "cpu", "official")
+    assert official.shape == (4, 3) and (official == torch.arange(3)).all()
+    random = decoding_order(64, 3, "cpu", "random")
+    assert (random.sort(dim=1).values == torch.arange(3)).all() and len({tuple(r) for r in random.tolist()}) > 1
+
+
 def test_permutation_helpers_are_inverse():
     x = torch.randn(7, 4, 3)
     perm = torch.rand(7, 4).argsort(1)

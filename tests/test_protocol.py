@@ -1,0 +1,108 @@
+"""`--protocol paper` (utils/protocol.py): the official params.csv table has every paper task's rows, a row
+becomes the scripts' flags as documented, flags given on the command line win, and each script applies it."""
+
+import glob
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import CASES, only_run_dir, run_case
+
+import magpo_mpe
+from utils.coordsum import SCENARIOS
+from utils.protocol import PPO_YAML, apply_paper_protocol, as_flags, paper_protocol, read_rows, tasks
+from utils.smax import PAPER_MAPS
+
+# The paper's 43 tasks (CoordSum, MPE and SMAX here; RWARE, LBF and Connector from the official configs)
+PAPER_TASKS = {
+    "coordsum": sorted(SCENARIOS),
+    "mpe": ["simple_spread_3ag", "simple_spread_5ag", "simple_spread_10ag"],
+    "smax": sorted(PAPER_MAPS),
+    "rware": [f"{size}-{n}ag{hard}" for size, n in [("tiny", 2), ("tiny", 4), ("small", 4), ("medium", 4),
+              ("large", 4), ("large", 8), ("xlarge", 4)] for hard in ("", "-hard")] + ["medium-6ag"],
+    "lbf": ["2s-8x8-2p-2f-coop", "8x8-2p-2f-coop", "2s-10x10-3p-3f", "10x10-3p-3f", "15x15-3p-5f", "15x15-4p-3f",
+            "15x15-4p-5f"],
+    "connector": ["con-5x5x3a", "con-7x7x5a", "con-10x10x10a", "con-15x15x23a"],
+}  # fmt: skip
+
+
+def test_every_paper_task_has_its_rows():
+    assert sum(len(names) for names in PAPER_TASKS.values()) == 43
+    for env, names in PAPER_TASKS.items():
+        assert tasks("magpo", env) == sorted(names), env
+    # the paper tuned its CTDE baselines itself on CoordSum only
+    for system in ("mappo", "ippo"):
+        assert tasks(system) == sorted(SCENARIOS)
+    # every row is complete where the protocol reads it
+    for (system, task), row in read_rows().items():
+        if system in ("magpo", "mappo", "ippo"):
+            settings, _ = paper_protocol(system, task)
+            assert all(value is not None for value in settings.values()), (system, task)
+
+
+def test_a_row_becomes_the_documented_flags():
+    settings, note = paper_protocol("magpo", "3x10")  # params.csv line 61
+    assert "magpo row for 3x10" in note and "d2ac38b" in note
+    expected = dict(
+        num_envs=128, num_steps=128, num_minibatches=8, update_epochs=10, learning_rate=2.5e-4, clip_coef=0.05,
+        ent_coef=0.01, max_grad_norm=0.5, alpha=2.0, delta=1.3, guider_dim=32, guider_heads=1, guider_blocks=2,
+        agent_order="official", norm_value=False, vf_coef=0.5, gamma=0.99, gae_lambda=0.95, anneal_lr=False,
+        total_timesteps=1220 * 16384, eval_interval=10 * 16384, coordsum_obs="raw",
+    )  # fmt: skip
+    assert settings == expected
+    settings, _ = paper_protocol("mappo", "3x10")  # line 45
+    assert {k: settings[k] for k in ("num_minibatches", "update_epochs", "clip_coef", "ent_coef", "max_grad_norm")} == (
+        dict(num_minibatches=8, update_epochs=8, clip_coef=0.05, ent_coef=1e-5, max_grad_norm=5.0)
+    )
+    assert settings["learning_rate"] == 5e-4 and settings["norm_value"] is False and "alpha" not in settings
+    # no tuned row: rec_mappo.yaml's defaults, said so
+    settings, note = paper_protocol("ippo", "simple_spread_3ag")
+    assert "no ippo row" in note and settings["num_minibatches"] == PPO_YAML["num_minibatches"] == 2
+    assert settings["num_envs"] == 128 and settings["learning_rate"] == 2.5e-4
+
+
+def test_unknown_task_or_system_is_an_error():
+    with pytest.raises(ValueError, match="no MAGPO row for task 'simple_spread_4ag'"):
+        paper_protocol("magpo", "simple_spread_4ag")
+    with pytest.raises(ValueError, match="no paper protocol for 'happo'"):
+        paper_protocol("happo", "3x10")
+
+
+def test_given_flags_win_and_missing_fields_are_skipped():
+    args = SimpleNamespace(num_envs=4, clip_coef=0.2, learning_rate=1.0, norm_value=True, env="mpe", coordsum_obs="x")
+    note, changed = apply_paper_protocol(args, "mappo", "3x10", given={"num_envs", "learning_rate"})
+    assert args.num_envs == 4 and args.learning_rate == 1.0  # given: kept
+    assert args.clip_coef == 0.05 and args.norm_value is False  # from the row
+    assert args.coordsum_obs == "x"  # a CoordSum flag, and this run is --env mpe
+    assert not hasattr(args, "alpha") and ("clip_coef", 0.05) in changed
+    assert as_flags([("num_envs", 128), ("norm_value", False), ("anneal_lr", True)]) == (
+        "--num-envs 128 --no-norm-value --anneal-lr"
+    )
+
+
+PROTOCOL_CASES = {
+    "magpo_mpe": ("magpo", "simple_spread_3ag"),
+    "magpo_coordsum": ("magpo", "3x10"),
+    "magpo_smax": ("magpo", "2s3z"),
+    "mappo_coordsum": ("mappo", "3x10"),
+}
+
+
+@pytest.mark.parametrize("name", list(PROTOCOL_CASES))
+def test_each_script_applies_the_protocol(tmp_path, name):
+    """A tiny run with --protocol paper: its saved args hold the table's values, except the tiny run's own
+    flags (given on the command line, so they win); the run prints what the protocol set."""
+    case, (system, task) = CASES[name], PROTOCOL_CASES[name]
+    result = run_case(case, ["--protocol", "paper", "--save-model"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (model_path,) = glob.glob(os.path.join(only_run_dir(tmp_path), "*.cleanrl_model"))
+    saved = torch.load(model_path, weights_only=True)["args"]
+    given = magpo_mpe.given_flags(case.args)
+    settings, note = paper_protocol(system, task)
+    assert f"--protocol paper ({note}) sets: --" in result.stdout
+    for field, value in settings.items():
+        if field in given or field not in saved or (field == "coordsum_obs" and "coordsum" not in name):
+            continue
+        assert saved[field] == value, field
+    assert saved["num_envs"] == 4 and saved["update_epochs"] == 2  # the tiny run's own flags

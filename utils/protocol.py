@@ -1,0 +1,123 @@
+"""The paper's protocol as data: `--protocol paper` in every training script (README, "The paper's protocol").
+
+`utils/paper_params.csv` is the official repository's `experiment_data/params.csv`, unchanged, from
+liyheng/MAGPO at commit d2ac38b9d695624bdce62743a18b175c6fe03d83: the tuned hyperparameters the paper ran, one
+row per (algorithm, task). MAGPO has a row for each of the 43 tasks; MAPPO and IPPO only for the four CoordSum
+tasks (tested in tests/test_protocol.py). What is not in a row comes from the official configs at that commit:
+`mava/configs/system/gpo/rec_magpo.yaml` and `mava/configs/system/ppo/rec_mappo.yaml` / `rec_ippo.yaml`
+(`update_batch_size` 2, rollout 128, gamma 0.99, lambda 0.95, `vf_coef` 0.5, no learning-rate decay; for MAPPO and
+IPPO without a row also lr 2.5e-4, 4 epochs x 2 minibatches, epsilon 0.2, entropy 0.01, max-grad-norm 0.5), and
+`mava/configs/arch/anakin.yaml` (122 evaluations of 32 episodes).
+
+`paper_protocol(system, task)` turns a row into the scripts' Args fields (docs/algorithm.md §12-§14):
+- one update = `update_batch_size` 2 x 64 envs x 128 steps, run here as `--num-envs 128`: the official code
+  averages the gradients of two 64-env copies, each split into `num_minibatches` minibatches, so a minibatch
+  here (128 / num_minibatches envs) holds the same environments as one averaged official gradient;
+- the budget: `num_updates` 1220 x 16,384 = 19,988,480 steps, evaluated every 10 updates (122 evaluations);
+- raw returns (`--no-norm-value`), so the value clip with epsilon acts in raw return units, as the official one;
+- MAGPO: the row's schedule, step sizes, alpha, delta and Sable's sizes as the guider's (`n_embd`, `n_block`,
+  `n_head`; Sable's decay has no counterpart here), and the official agent order (`--agent-order official`);
+- CoordSum: the raw target as the observation (`--coordsum-obs raw`), the official encoding.
+Where the CSV leaves `actor_lr` empty (MAGPO's CoordSum rows) the learning rate is its `critic_lr` (algorithm.md
+§13, fact 10). Explicit flags on the command line win over all of this (`apply_paper_protocol`).
+"""
+
+import csv
+import os
+
+PARAMS_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_params.csv")
+PARAMS_SOURCE = "liyheng/MAGPO@d2ac38b experiment_data/params.csv"
+UPDATE_BATCH_SIZE = 2  # rec_magpo.yaml / rec_mappo.yaml: two copies of the update, gradients averaged
+ROLLOUT_LENGTH = 128
+# what every official system shares (rec_magpo.yaml, rec_mappo.yaml, rec_ippo.yaml)
+COMMON = dict(num_steps=ROLLOUT_LENGTH, gamma=0.99, gae_lambda=0.95, vf_coef=0.5, anneal_lr=False, norm_value=False)
+# rec_mappo.yaml / rec_ippo.yaml, for the tasks without a tuned MAPPO / IPPO row
+PPO_YAML = dict(num_minibatches=2, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.2, ent_coef=0.01,
+                max_grad_norm=0.5, num_envs=64, num_updates=1220, num_evaluation=122)  # fmt: skip
+SYSTEMS = ("magpo", "mappo", "ippo")
+
+
+def read_rows(path=PARAMS_CSV):
+    """{(system, task): {column: value as a string, '' where empty}} of the CSV."""
+    with open(path, newline="") as f:
+        return {
+            (row["system_name"], row["task"]): {k: (v or "").strip() for k, v in row.items()}
+            for row in csv.DictReader(f)
+        }
+
+
+def tasks(system, env=None):
+    """The tasks `system` has a tuned row for (in `env`, the CSV's env_name, if given)."""
+    return sorted(
+        task for (name, task), row in read_rows().items() if name == system and env in (None, row["env_name"])
+    )
+
+
+def paper_protocol(system, task):
+    """The Args fields (name -> value) that `--protocol paper` sets for `system` on `task`, and a note on
+    where they come from. `task` is the CSV's name (simple_spread_3ag, 2s3z, 3x10, tiny-2ag, ...)."""
+    if system not in SYSTEMS:
+        raise ValueError(f"no paper protocol for {system!r} (known: {', '.join(SYSTEMS)})")
+    row = read_rows().get((system, task))
+    if row is None and system == "magpo":
+        raise ValueError(f"params.csv has no MAGPO row for task {task!r} (it has: {', '.join(tasks('magpo'))})")
+    if row is None:  # MAPPO / IPPO off CoordSum: the official config's defaults
+        settings = dict(PPO_YAML)
+        note = f"params.csv has no {system} row for {task}: rec_{system}.yaml's defaults"
+    else:
+        settings = dict(
+            num_minibatches=int(row["num_minibatches"]),
+            update_epochs=int(row["ppo_epochs"]),
+            learning_rate=float(row["actor_lr"] or row["critic_lr"]),
+            clip_coef=float(row["clip_eps"]),
+            ent_coef=float(row["ent_coef"]),
+            max_grad_norm=float(row["max_grad_norm"]),
+            num_envs=int(row["num_envs"]),
+            num_updates=int(row["num_updates"]),
+            num_evaluation=int(row["num_evaluation"]),
+        )
+        note = f"the {system} row for {task} in {PARAMS_SOURCE}"
+        if system == "magpo":
+            settings.update(
+                alpha=float(row["alpha"]),
+                delta=float(row["delta"]),
+                guider_dim=int(row["n_embd"]),
+                guider_heads=int(row["n_head"]),
+                guider_blocks=int(row["n_block"]),
+                agent_order="official",
+            )
+    num_envs, num_updates, num_evaluation = (settings.pop(k) for k in ("num_envs", "num_updates", "num_evaluation"))
+    update_steps = UPDATE_BATCH_SIZE * num_envs * ROLLOUT_LENGTH
+    settings.update(
+        COMMON,
+        num_envs=UPDATE_BATCH_SIZE * num_envs,
+        total_timesteps=num_updates * update_steps,
+        eval_interval=num_updates // num_evaluation * update_steps,
+        coordsum_obs="raw",
+    )
+    return settings, note
+
+
+def apply_paper_protocol(args, system, task, given):
+    """Set `args`' fields to the paper's protocol, except the fields in `given` (the flags the command line
+    set) and the fields this script does not have (e.g. `coordsum_obs` off CoordSum). Returns the note and
+    the [(field, value)] it set, for the script to print."""
+    settings, note = paper_protocol(system, task)
+    changed = []
+    for name, value in settings.items():
+        if name in given or not hasattr(args, name):
+            continue
+        if name == "coordsum_obs" and getattr(args, "env", "coordsum") != "coordsum":
+            continue  # mappo_baseline.py has the field for every env; it matters on CoordSum only
+        setattr(args, name, value)
+        changed.append((name, value))
+    return note, changed
+
+
+def as_flags(changed):
+    """[(field, value)] -> the command-line flags that set them, e.g. `--num-envs 128 --no-norm-value`."""
+    flags = []
+    for name, value in changed:
+        flag = name.replace("_", "-")
+        flags.append(f"--{flag}" if value is True else f"--no-{flag}" if value is False else f"--{flag} {value}")
+    return " ".join(flags)
