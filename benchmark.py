@@ -26,9 +26,10 @@ What it writes, relative to the current directory (as the scripts write their `r
 A run is known by its command: key = `<script>__seed<seed>__<hash of the command>`. It is *done* when its
 result.json records exit code 0 and the run directory named there still exists. result.json is written
 only after the script exited 0, which the scripts do only after logging the final `eval/absolute_*` tag and
-closing their writer; runs/ itself only ever receives finished runs. A done run is skipped. Any other
-(never run, failed, interrupted) is started afresh, its record wiped: benchmark.py does not yet call
-the scripts' `--resume`, so an interrupted run is restarted from step 0.
+closing their writer; runs/ itself only ever receives finished runs. A done run is skipped. An interrupted local run (its record has no result.json and
+holds one run directory with a checkpoint.pt, from the same command) continues from its last checkpoint with
+the scripts' `--resume` (README, "Long runs"). Any other (never run, failed, interrupted before its first
+checkpoint, or interrupted on a cluster, whose nodes keep nothing) is started afresh, its record wiped.
 Runs made by hand, outside benchmark.py, are not known to it and are run again.
 
 A failed run (non-zero exit, or a Ray error) is reported with its exit code and the last line of its log;
@@ -105,6 +106,12 @@ COORDSUM_BASELINES = ["mappo_baseline.py --env coordsum", "mappo_baseline.py --e
 GUIDER = "--metric eval/guider_return"
 GAP = "--metric eval/guider_return --subtract eval/learner_return"
 SMAX_MAPS = list(PAPER_MAPS)
+B2M = "--total-timesteps 2000000 --eval-interval 100000 --save-model"  # the c2-protocol study's budget
+C2_SCRIPTS = [  # the study's three methods on CoordSum 3x10 and their exp_name stems
+    ("magpo_coordsum.py", "magpo_coordsum"),
+    ("mappo_baseline.py --env coordsum", "mappo_baseline"),
+    ("mappo_baseline.py --env coordsum --ippo", "ippo_baseline"),
+]
 
 GRIDS = {
     # docs/reproduction.md, section by section: its commands, exp_names, seeds and plot.py calls
@@ -157,6 +164,51 @@ GRIDS = {
                 "c4_paper_kl": "--metric magpo/kl_guider_learner",
                 "c4_paper_band": "--metric magpo/out_of_band_frac",
             },
+        ),
+    },
+    # docs/reproduction.md, "C2 under the paper's protocol": which protocol difference explains C2 on 3x10
+    # (E0 today's defaults, E1 + the official raw input, E2 --protocol paper, E3 MAGPO's official agent order
+    # alone), and the same two protocols on simple_spread; every run saves its model for greedy scoring
+    "c2-protocol": {
+        "e1-raw-2m": dict(
+            scripts=[f"{script} --coordsum-obs raw --exp-name {name}_raw" for script, name in C2_SCRIPTS],
+            seeds=[1, 2, 3],
+            extra=B2M,
+            plots={"e1_raw": ""},
+        ),
+        "e3-order-2m": dict(
+            scripts=["magpo_coordsum.py --agent-order official --exp-name magpo_coordsum_order"],
+            seeds=[1, 2, 3],
+            extra=B2M,
+            plots={"e3_order": ""},
+        ),
+        "e2-paper-2m": dict(
+            scripts=[f"{script} --protocol paper --exp-name {name}_paper" for script, name in C2_SCRIPTS],
+            seeds=[1, 2, 3],
+            extra=B2M,
+            plots={"e2_paper": ""},
+        ),
+        "e0-default-2m": dict(
+            scripts=[script for script, _ in C2_SCRIPTS],
+            seeds=[1, 2, 3],
+            extra=B2M,
+            plots={"e0_default": ""},
+        ),
+        "mpe-default-1m": dict(
+            scripts=["magpo_mpe.py", "mappo_baseline.py --env mpe", "mappo_baseline.py --env mpe --ippo"],
+            seeds=[1, 2, 3],
+            extra=B1M + " --save-model",
+            plots={"mpe_default": ""},
+        ),
+        "mpe-paper-1m": dict(
+            scripts=[
+                "magpo_mpe.py --protocol paper --exp-name magpo_mpe_paper",
+                "mappo_baseline.py --env mpe --protocol paper --exp-name mappo_baseline_paper",
+                "mappo_baseline.py --env mpe --ippo --protocol paper --exp-name ippo_baseline_paper",
+            ],
+            seeds=[1, 2, 3],
+            extra=B1M + " --save-model",
+            plots={"mpe_paper": ""},
         ),
     },
     # every task the repository supports, MAGPO against MAPPO and IPPO, on the MAGPO script's defaults
@@ -337,7 +389,7 @@ def execute(command: list[str], scratch: str | None) -> dict:
     threads = str(last_value(command, "--torch-threads"))
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     start = time.time()
-    with open(os.path.join(scratch, "log.txt"), "w") as log:
+    with open(os.path.join(scratch, "log.txt"), "a" if "--resume" in command else "w") as log:
         exit_code = subprocess.call(
             [sys.executable, script, *command[1:]],
             cwd=scratch,
@@ -360,6 +412,21 @@ def execute(command: list[str], scratch: str | None) -> dict:
 # The records in runs/benchmark/<key>/.
 def key_dir(run: Run) -> str:
     return os.path.join(STATE_DIR, run.key)
+
+
+def resumable(run: Run) -> str | None:
+    """The run directory (relative to the record) an interrupted local run continues from, or None: the record
+    has no result.json, was made by the same command, and holds one run directory, with a checkpoint.pt."""
+    folder = key_dir(run)
+    try:
+        with open(os.path.join(folder, "command.txt")) as f:
+            same_command = f.read().strip() == run.text
+    except OSError:
+        return None
+    made = glob.glob(os.path.join(folder, "runs", "*"))
+    if not same_command or os.path.exists(os.path.join(folder, "result.json")) or len(made) != 1:
+        return None
+    return os.path.relpath(made[0], folder) if os.path.isfile(os.path.join(made[0], "checkpoint.pt")) else None
 
 
 def read_result(run: Run) -> dict | None:
@@ -480,13 +547,17 @@ def run_all(args: Args, runs: list[Run], records: dict[str, dict | str]) -> None
     task = ray.remote(execute)
     pending = {}
     for run in runs:
-        folder = key_dir(run)
-        shutil.rmtree(folder, ignore_errors=True)  # an earlier failure or interruption: start afresh
-        os.makedirs(folder)
-        with open(os.path.join(folder, "command.txt"), "w") as f:
-            f.write(run.text + "\n")
-        local = args.address is None
+        folder, local = key_dir(run), args.address is None
         command = [run.script_path if local else os.path.relpath(run.script_path, REPO), *run.command[1:]]
+        resume = resumable(run) if local else None
+        if resume is None:
+            shutil.rmtree(folder, ignore_errors=True)  # an earlier failure or interruption: start afresh
+            os.makedirs(folder)
+            with open(os.path.join(folder, "command.txt"), "w") as f:
+                f.write(run.text + "\n")
+        else:
+            command += ["--resume", resume]
+            print(f"continuing an interrupted run from its checkpoint: {run.text} --resume {resume}", flush=True)
         ref = task.options(num_cpus=run.cpus, num_gpus=run.gpus, max_retries=0).remote(
             command, os.path.abspath(folder) if local else None
         )
@@ -620,7 +691,7 @@ def main(args: Args) -> int:
             run_all(args, todo, records)
         except (KeyboardInterrupt, SystemExit) as stop:
             print(
-                f"\ninterrupted; the runs still running are stopped and will restart next time\n"
+                f"\ninterrupted; the runs still running are stopped; next time they continue from their last checkpoint\n"
                 f"{summary(runs, records, skipped)}",
                 flush=True,
             )

@@ -183,6 +183,31 @@ def test_interrupted_and_deleted_runs_restart_on_a_cluster(first, workdir, clust
     assert "Ray" not in again.stdout  # nothing to run: Ray is not even joined
 
 
+def test_interrupted_local_run_continues_from_its_checkpoint(tmp_path):
+    """A local record left with a run directory and its checkpoint (here: the same command stopped after
+    its first rollout, as if interrupted) is continued with --resume, not restarted: the finished run
+    keeps its first evaluations and its log keeps the first part."""
+    import tyro
+
+    args = ["--scripts", "magpo_coordsum.py", "--task-flag", "scenario", "--tasks", "3x10", "--seeds", "4",
+            f"--extra={TINY.replace('--total-timesteps 128', '--total-timesteps 256')}", "--no-plot", "--workers", "1"]  # fmt: skip
+    (run,) = benchmark.expand(tyro.cli(benchmark.Args, args=args))
+    record = tmp_path / "runs" / "benchmark" / run.key
+    record.mkdir(parents=True)
+    (record / "command.txt").write_text(run.text + "\n")
+    first_part = [*run.command[1:], "--total-timesteps", "128"]  # stops at the checkpoint after rollout 1
+    with open(record / "log.txt", "w") as log:
+        subprocess.run([sys.executable, run.script_path, *first_part], cwd=record, stdout=log, check=True)
+    (interrupted,) = glob.glob(str(record / "runs" / "*"))
+    result = bench(args, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"continuing an interrupted run from its checkpoint: {run.text} --resume runs/" in result.stdout
+    (finished,) = glob.glob(str(tmp_path / "runs" / "coordsum_3x10__*"))
+    assert os.path.basename(finished) == os.path.basename(interrupted)  # the same run, moved up when done
+    log = open(record / "log.txt").read()
+    assert "iteration 1/1 " in log and "iteration 2/2 " in log and "iteration 1/2 " not in log
+
+
 # docs/reproduction.md's shell loops before benchmark.py replaced them (commit 80eb294), verbatim
 OLD_LOOPS = """
 B="--total-timesteps 1000000 --eval-interval 100000"
@@ -301,7 +326,7 @@ def test_section_names_are_unique_across_grids():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--grid", "nope"], "error: unknown grid 'nope'; choose one of: paper-coordsum, paper-all"),
+        (["--grid", "nope"], "error: unknown grid 'nope'; choose one of: paper-coordsum, c2-protocol, paper-all"),
         (["--grid", "paper-all", "--scripts", "magpo_mpe.py"], "error: give either --grid NAME or --scripts"),
         ([], "error: give either --grid NAME or --scripts"),
         (["--scripts", "no_such.py"], "error: no such script: 'no_such.py'"),
