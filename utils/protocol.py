@@ -101,7 +101,7 @@ def paper_protocol(system, task):
 def apply_paper_protocol(args, system, task, given):
     """Set `args`' fields to the paper's protocol, except the fields in `given` (the flags the command line
     set) and the fields this script does not have (e.g. `coordsum_obs` off CoordSum). Returns the note and
-    the [(field, value)] it set, for the script to print."""
+    the [(field, value)] it changed, for the script to print."""
     settings, note = paper_protocol(system, task)
     changed = []
     for name, value in settings.items():
@@ -109,8 +109,9 @@ def apply_paper_protocol(args, system, task, given):
             continue
         if name == "coordsum_obs" and getattr(args, "env", "coordsum") != "coordsum":
             continue  # mappo_baseline.py has the field for every env; it matters on CoordSum only
-        setattr(args, name, value)
-        changed.append((name, value))
+        if getattr(args, name) != value:
+            setattr(args, name, value)
+            changed.append((name, value))
     return note, changed
 
 
