@@ -158,15 +158,26 @@ BAD = {
         ({"capture_video": True}, "--capture-video is not available for SMAX"),
     ],
     "mappo_baseline.py": COMMON_BAD + [
-        ({"env": "smac"}, "unknown --env 'smac'; choose one of ['mpe', 'coordsum', 'smax']"),
+        ({"env": "smac"}, "unknown --env 'smac'; choose one of ['mpe', 'coordsum', 'smax', 'rware', 'lbf', 'connector']"),
         ({"num_agents": 1}, "--num-agents must be >= 2"),
         ({"env": "coordsum", "scenario": "4x4"}, "unknown --scenario '4x4'"),
         ({"env": "smax", "map_name": "9z"}, "unknown SMAX map '9z'; registered maps: 10m_vs_11m, "),
         ({"env": "coordsum", "capture_video": True}, "--capture-video is not available for --env coordsum"),
         ({"env": "coordsum", "num_agents": 4}, "--num-agents is a flag of --env mpe, not of --env coordsum"),
-        ({"scenario": "9x9"}, "--scenario is a flag of --env coordsum, not of --env mpe"),
+        ({"scenario": "9x9"}, "--scenario is a flag of --env coordsum, rware, lbf or connector, not of --env mpe"),
+        ({"env": "smax", "scenario": "tiny-2ag"}, "--scenario is a flag of --env coordsum, rware, lbf or connector, not"),
         ({"env": "smax", "coordsum_obs": "raw"}, "--coordsum-obs is a flag of --env coordsum, not of --env smax"),
         ({"env": "coordsum", "map_name": "3m"}, "--map-name is a flag of --env smax, not of --env coordsum"),
+        ({"env": "lbf", "scenario": "3x10"}, "unknown lbf task '3x10'; the paper's lbf tasks: 2s-8x8-2p-2f-coop, "),
+        ({"env": "coordsum", "scenario": "tiny-2ag"}, "unknown --scenario 'tiny-2ag'"),
+        ({"env": "rware", "num_agents": 4}, "--num-agents is a flag of --env mpe, not of --env rware"),
+        ({"env": "connector", "capture_video": True}, "--capture-video is not available for --env connector: enjoy.py"),
+    ],
+    "magpo_jumanji.py": COMMON_BAD + MAGPO_BAD + [
+        ({"scenario": "tiny-3ag"}, "unknown rware task 'tiny-3ag'; the paper's rware tasks: tiny-2ag, "),
+        ({"env": "lbf", "scenario": "con-5x5x3a"}, "unknown lbf task 'con-5x5x3a'"),
+        ({"env": "smax"}, "unknown jumanji env 'smax'; choose one of rware, lbf, connector"),
+        ({"capture_video": True}, "--capture-video is not available for jumanji: enjoy.py draws"),
     ],
 }  # fmt: skip
 

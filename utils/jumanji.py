@@ -60,7 +60,7 @@ import functools
 
 import numpy as np
 
-from utils import VecEnv
+from utils import EpisodeRecorder, VecEnv
 from utils.jax_cache import import_jax
 
 FAMILIES = ("rware", "lbf", "connector")
@@ -419,6 +419,24 @@ class JumanjiVec(VecEnv):
                     f"(legal: {np.flatnonzero(self._avail[env, agent]).tolist()})"
                 )
         return actions
+
+
+class StateRecorder(EpisodeRecorder):
+    """EpisodeRecorder over a JumanjiVec that also keeps env 0's jumanji states over the same episode
+    (`states`: the first one, then one per step, the final state included): what enjoy.py animates with
+    `save_animation`."""
+
+    def reset(self, seed=None):
+        obs = super().reset(seed)
+        self.states = [self.envs.jumanji_state(0)]
+        return obs
+
+    def step(self, actions):
+        recording = self._recording
+        out = super().step(actions)
+        if recording:
+            self.states.append(self.envs.jumanji_state(0, before_reset=bool(out[2][0])))
+        return out
 
 
 def make_env(
