@@ -242,6 +242,24 @@ def test_bridge_equals_jumanji_stepped_directly(env_name):
     assert envs.traces["step"] == 1
 
 
+def test_compile_all_compiles_every_reset_size_once():
+    """B = 6: resets of 1, 2, 4 and 6 envs. After compile_all, stepping compiles nothing more, and compile_all
+    changed nothing: the outputs equal those of an env that never called it."""
+    envs, twin = (make_env(6, seed=1, env="connector", scenario="con-5x5x3a") for _ in range(2))
+    before = envs.traces["reset_at"]
+    envs.reset(), twin.reset()
+    envs.compile_all()
+    assert envs.traces["reset_at"] - before == 4  # no other test here has 6 Connector envs
+    compiled = envs.traces["reset_at"]
+    rng, twin_rng = np.random.default_rng(0), np.random.default_rng(0)
+    ended = 0
+    for _ in range(60):
+        out, twin_out = envs.step(random_actions(envs, rng)), twin.step(random_actions(twin, twin_rng))
+        assert all(np.array_equal(a, b) for a, b in zip(out[:3], twin_out[:3]))
+        ended += out[2].sum()
+    assert ended >= 6 and envs.traces["reset_at"] == compiled
+
+
 def test_get_state_set_state_on_rware():
     """RWARE (500-step episodes, too long for tests/test_env_interface.py): a clone built with another seed
     continues identically from get_state(), and the saved state is a copy."""

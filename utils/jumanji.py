@@ -298,6 +298,13 @@ class JumanjiVec(VecEnv):
         """How often each jitted function was traced (= compiled) for this task in this process."""
         return dict(self._traces)
 
+    def compile_all(self) -> None:
+        """Compile the reset of every padded size now (each otherwise compiles the first time an episode end
+        needs it), e.g. before timing. Changes no state."""
+        self._require_reset()
+        for size in sorted({bucket_size(count, self.num_envs) for count in range(1, self.num_envs + 1)}):
+            self._fns["reset_at"](self._state, np.zeros(size, dtype=np.int32))
+
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Start B new episodes from the next key of the env's stream (`seed` restarts it at PRNGKey(seed)):
         env i from key i of split(that key, B)."""
