@@ -1,4 +1,4 @@
-"""Batched RWARE, LBF and Connector (InstaDeep's `jumanji`, the versions the paper ran) behind the common interface.
+"""Batched RWARE, LBF and Connector (InstaDeep's `jumanji`) behind the common interface.
 
 One bridge for the paper's three jumanji environments. `JumanjiVec` runs B copies of one task with a single
 jitted, vmapped `step`, resets only the environments whose episode ended, and hands everything back as numpy
@@ -12,7 +12,8 @@ arrays, with the interface of `utils/__init__.py` (B = num_envs, N = num_agents,
 
 The 26 tasks are the paper's (`TASKS`, from the official configs `mava/configs/env/scenario/*.yaml` of
 liyheng/MAGPO at d2ac38b): 15 RWARE, 7 LBF, 4 Connector. A task name is checked against that table without
-importing JAX (`check_task`).
+importing JAX (`check_task`). jumanji is 1.1.2; the official code used 1.1.1, whose RobotWarehouse and
+LevelBasedForaging dynamics are the same code (the two differ in their viewers only).
 
 The official wrappers' conventions (`mava/wrappers/jumanji.py`), kept here:
 - Observations are jumanji's `agents_view` as float32 (raw integer features, not normalised). The one-hot
