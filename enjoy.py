@@ -2,6 +2,7 @@
 
     python enjoy.py --model-path runs/simple_spread_3ag__magpo_mpe__1__1764000000/magpo_mpe.cleanrl_model
     python enjoy.py --model-path ... --policy guider --greedy --num-episodes 320
+    python enjoy.py --model-path runs/tiny-2ag__magpo_jumanji__1__1764000000/magpo_jumanji.cleanrl_model
 
 The networks are rebuilt by importing them from the script that trained the model (its name and
 arguments are stored in the checkpoint by `--save-model`), on the same environment settings. The
@@ -21,14 +22,16 @@ from typing import Literal
 
 import tyro
 
-# Scripts whose models enjoy.py can rebuild, and the environment family of each (mappo_baseline.py
-# stores its family in its args: `--env`).
+# Scripts whose models enjoy.py can rebuild, and the environment family of each (magpo_jumanji.py and
+# mappo_baseline.py store their family in their args: `--env`).
 SUPPORTED_SCRIPTS = {
     "magpo_mpe.py": "mpe",
     "magpo_coordsum.py": "coordsum",
     "magpo_smax.py": "smax",
+    "magpo_jumanji.py": None,
     "mappo_baseline.py": None,
 }
+JUMANJI_FAMILIES = ("rware", "lbf", "connector")  # drawn by jumanji's own viewer (utils/jumanji.py)
 REQUIRED_KEYS = ("script", "args", "learner", "best_learner")
 
 
@@ -50,7 +53,8 @@ class Args:
     """seed of the evaluation episodes and of the sampled actions"""
     gif: bool = True
     """write a GIF of the first episode next to the model, named after --policy, --checkpoint and --greedy
-    (MPE only; CoordSum and SMAX have no renderer here)"""
+    (MPE: drawn by utils/render.py; RWARE, LBF, Connector: by jumanji's viewer, ~0.15 s a frame, so up to
+    ~75 s for a 500-step RWARE episode; CoordSum and SMAX have no renderer here)"""
     torch_threads: int = 1
     """torch intra-op threads"""
 
@@ -88,7 +92,8 @@ def load_checkpoint(path):
 
 
 def env_family(checkpoint):
-    """'mpe', 'coordsum' or 'smax': the environment the checkpoint's policy was trained on."""
+    """'mpe', 'coordsum', 'smax', 'rware', 'lbf' or 'connector': the environment the checkpoint's policy was
+    trained on."""
     return SUPPORTED_SCRIPTS[checkpoint["script"]] or saved_arg(checkpoint, "env")
 
 
@@ -100,8 +105,8 @@ def saved_arg(checkpoint, name):
 
 
 def make_eval_envs(checkpoint, num_envs, seed):
-    """The training run's environment, from the saved args: mappo_baseline.py's `make_envs` builds all
-    three families from the same flag names the MAGPO scripts save."""
+    """The training run's environment, from the saved args: mappo_baseline.py's `make_envs` builds every
+    family from the same flag names the MAGPO scripts save."""
     from mappo_baseline import ENV_FLAGS, make_envs
 
     family = env_family(checkpoint)
@@ -114,7 +119,8 @@ def build_policy(checkpoint, policy="learner", which="best"):
     module = importlib.import_module(checkpoint["script"][: -len(".py")])
     probe = make_eval_envs(checkpoint, 1, 0)
     dims = (probe.obs_dim, probe.num_agents, probe.action_dim, probe.continuous_actions)
-    state_dim = probe.state_dim if checkpoint["args"].get("guider_global_state") else 0  # magpo_smax.py's option
+    # magpo_smax.py's and magpo_jumanji.py's option
+    state_dim = probe.state_dim if checkpoint["args"].get("guider_global_state") else 0
     probe.close()
     if policy == "learner":
         hidden = saved_arg(checkpoint, "learner_hidden")
@@ -147,14 +153,18 @@ if __name__ == "__main__":
     except ValueError as error:
         sys.exit(f"error: {error}")
 
-    gif = args.gif and env_family(checkpoint) == "mpe"  # only MPE has something to draw
-    if gif:
+    family = env_family(checkpoint)
+    gif = args.gif and family in ("mpe", *JUMANJI_FAMILIES)  # CoordSum and SMAX have nothing to draw
+    if gif and family == "mpe":
         envs = EpisodeRecorder(envs)
+    elif gif:
+        from utils.jumanji import StateRecorder
+
+        envs = StateRecorder(envs)  # also keeps env 0's jumanji states, for jumanji's viewer
     options = {}
-    if checkpoint["script"] == "magpo_smax.py" and args.policy == "guider":
-        options["use_state"] = bool(checkpoint["args"].get("guider_global_state"))
+    if "guider_global_state" in checkpoint["args"] and args.policy == "guider":  # the SMAX and jumanji guiders
+        options["use_state"] = bool(checkpoint["args"]["guider_global_state"])
     returns, won = module.evaluate(network, envs, torch.device("cpu"), hidden, deterministic=args.greedy, **options)
-    envs.close()
     name = f"{args.policy}" + (f" ({args.checkpoint})" if args.policy == "learner" else "")
     mode = "greedy" if args.greedy else "sampled"
     print(
@@ -168,5 +178,9 @@ if __name__ == "__main__":
         which = f"_{args.checkpoint}" if args.policy == "learner" else ""
         gif_name = f"enjoy_{args.policy}{which}_{mode}_seed{args.seed}.gif"
         gif_path = os.path.join(os.path.dirname(os.path.abspath(args.model_path)), gif_name)
-        save_gif(envs.episode, gif_path, title=f"{name}, {mode}, return {returns[0]:.1f}")
+        if family == "mpe":
+            save_gif(envs.episode, gif_path, title=f"{name}, {mode}, return {returns[0]:.1f}")
+        else:
+            envs.save_animation(envs.states, gif_path)
         print(f"GIF of the first episode: {gif_path}")
+    envs.close()

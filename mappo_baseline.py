@@ -12,8 +12,8 @@ The story of this file, top to bottom:
   actor, per-agent GAE, PPO update of actor and critic by BPTT over whole sequences, logging,
   absolute metric. Blocks marked `# ALGO LOGIC:` are the algorithm; `# INFRA:` can be skipped.
 
-The runs are meant to be compared with `magpo_mpe.py` / `magpo_coordsum.py` / `magpo_smax.py` curve
-for curve, so everything but the training algorithm is the same: the env wrappers in `utils/`, the
+The runs are meant to be compared with `magpo_mpe.py` / `magpo_coordsum.py` / `magpo_smax.py` /
+`magpo_jumanji.py` curve for curve, so everything but the training algorithm is the same: the env wrappers in `utils/`, the
 actor (MAGPO's `Learner`, copied verbatim: [one-hot id, own obs] -> MLP -> GRU -> MLP -> head, masked
 with the agent's available actions), the rollout size, the budget, the random-policy floor, the
 decentralised evaluation, the absolute metric and the TensorBoard tags. The actor plays MAGPO's
@@ -47,6 +47,10 @@ ENV_FLAGS = {
     "mpe": ("num_agents", "continuous_actions", "local_ratio", "max_cycles", "env_backend"),
     "coordsum": ("scenario", "coordsum_history", "coordsum_obs", "max_steps"),
     "smax": ("map_name",),
+    # the paper's jumanji tasks (utils/jumanji.py): `--scenario` names the task, as in magpo_jumanji.py
+    "rware": ("scenario",),
+    "lbf": ("scenario",),
+    "connector": ("scenario",),
 }
 
 
@@ -79,7 +83,7 @@ class Args:
     only --total-timesteps, --checkpoint-interval, --torch-threads, --track, --wandb-*, --save-model may change"""
     capture_video: bool = False
     """whether to save a GIF of the actor's first evaluation episode at every evaluation to
-    `runs/{run_name}/videos` (MPE only: there is no CoordSum or SMAX renderer)"""
+    `runs/{run_name}/videos` (MPE only: there is no CoordSum or SMAX renderer, and enjoy.py draws jumanji's)"""
 
     # Algorithm variant
     ippo: bool = False
@@ -87,8 +91,9 @@ class Args:
 
     # Environment (ENV-SPECIFIC). A flag of another env than `--env` is an error.
     env: str = "mpe"
-    """`mpe` (simple_spread, utils/mpe.py), `coordsum` (the paper's coordination benchmark, utils/coordsum.py)
-    or `smax` (JaxMARL's StarCraft-like SMAX with heuristic enemies, utils/smax.py; metric: win rate)"""
+    """`mpe` (simple_spread, utils/mpe.py), `coordsum` (the paper's coordination benchmark, utils/coordsum.py),
+    `smax` (JaxMARL's StarCraft-like SMAX with heuristic enemies, utils/smax.py; metric: win rate), or jumanji's
+    `rware`, `lbf` or `connector` (RobotWarehouse, LevelBasedForaging, Connector: utils/jumanji.py)"""
     num_agents: int = 3
     """MPE: number of agents (and landmarks) in simple_spread (CoordSum and SMAX: set by the scenario / map)"""
     continuous_actions: bool = True
@@ -99,8 +104,9 @@ class Args:
     """MPE: episode length (episodes end by truncation)"""
     env_backend: Literal["numpy", "pettingzoo"] = "numpy"
     """MPE: `numpy` = batched simple_spread (utils/mpe.py, same numbers as mpe2); `pettingzoo` = the real mpe2"""
-    scenario: str = "3x10"
-    """CoordSum scenario NxK (N agents, K actions): 3x10, 3x30, 5x20 or 8x15"""
+    scenario: str | None = None
+    """CoordSum scenario NxK (N agents, K actions): 3x10 (the default), 3x30, 5x20 or 8x15. RWARE, LBF,
+    Connector: the paper's task (default tiny-2ag, 2s-8x8-2p-2f-coop, con-5x5x3a; all 26 in utils/jumanji.py)"""
     coordsum_history: Literal["official", "full"] = "official"
     """CoordSum: `official` = K history rows, targets >= K-1 share the last one (the official JAX clamp);
     `full` = one row per target value"""
@@ -193,6 +199,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from utils import EpisodeRecorder, random_policy_score
 from utils.coordsum import SCENARIOS
+from utils.jumanji import DEFAULT_SCENARIOS, FAMILIES, check_task
 from utils.protocol import apply_paper_protocol, as_flags
 from utils.render import save_gif
 
@@ -457,13 +464,18 @@ def to_env_action(action, continuous):
 # ---------------------------------------------------------------------------------------------
 # INFRA: environment glue (ENV-SPECIFIC: everything the main loop needs to know about an environment)
 # ---------------------------------------------------------------------------------------------
+SCENARIO_DEFAULTS = {"coordsum": "3x10", **DEFAULT_SCENARIOS}  # --scenario's default per env
+
+
 def task_name(args):
-    """The run-name prefix plot.py groups by: simple_spread_{N}ag, coordsum_{scenario} or the SMAX
-    map, as in magpo_mpe.py, magpo_coordsum.py and magpo_smax.py."""
+    """The run-name prefix plot.py groups by: simple_spread_{N}ag, coordsum_{scenario}, the SMAX map or
+    the paper's jumanji task, as in magpo_mpe.py, magpo_coordsum.py, magpo_smax.py and magpo_jumanji.py."""
     if args.env == "mpe":
         return f"simple_spread_{args.num_agents}ag"
     if args.env == "smax":
         return args.map_name
+    if args.env in FAMILIES:
+        return args.scenario
     return f"coordsum_{args.scenario}"
 
 
@@ -490,10 +502,14 @@ def make_envs(args, num_envs, seed):
             max_steps=args.max_steps,
             obs_encoding=args.coordsum_obs,
         )
-    else:
+    elif args.env == "smax":
         from utils.smax import make_env
 
         task = dict(map_name=args.map_name)
+    else:
+        from utils.jumanji import make_env
+
+        task = dict(env=args.env, scenario=args.scenario)
     return make_env(num_envs, seed=seed, **task)
 
 
@@ -725,11 +741,14 @@ def validate_args(args: Args) -> None:
     # ENV-SPECIFIC checks first: a flag of another env, changed from its default, would be ignored
     if args.env not in ENV_FLAGS:
         raise ValueError(f"unknown --env {args.env!r}; choose one of {list(ENV_FLAGS)}")
-    defaults = {f.name: f.default for f in fields(Args)}
+    defaults, owners = {f.name: f.default for f in fields(Args)}, {}
     for env, names in ENV_FLAGS.items():
         for name in names:
-            if env != args.env and getattr(args, name) != defaults[name]:
-                raise ValueError(f"--{name.replace('_', '-')} is a flag of --env {env}, not of --env {args.env}")
+            owners.setdefault(name, []).append(env)
+    for name, envs in owners.items():
+        if args.env not in envs and getattr(args, name) != defaults[name]:
+            envs = envs[0] if len(envs) == 1 else f"{', '.join(envs[:-1])} or {envs[-1]}"
+            raise ValueError(f"--{name.replace('_', '-')} is a flag of --env {envs}, not of --env {args.env}")
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "max_cycles", "max_steps",
                  "eval_interval", "num_eval_episodes", "torch_threads"):  # fmt: skip
         if getattr(args, name) < 1:
@@ -737,10 +756,18 @@ def validate_args(args: Args) -> None:
     checks = [
         (args.num_agents >= 2, f"--num-agents must be >= 2, got {args.num_agents}"),
         (0.0 <= args.local_ratio <= 1.0, f"--local-ratio must be in [0, 1], got {args.local_ratio}"),
-        (args.scenario in SCENARIOS, f"unknown --scenario {args.scenario!r}; choose one of {sorted(SCENARIOS)}"),
         (
-            args.env == "mpe" or not args.capture_video,
+            args.env != "coordsum" or (args.scenario or SCENARIO_DEFAULTS["coordsum"]) in SCENARIOS,
+            f"unknown --scenario {args.scenario!r}; choose one of {sorted(SCENARIOS)}",
+        ),
+        (
+            args.env in ("mpe", *FAMILIES) or not args.capture_video,
             f"--capture-video is not available for --env {args.env}: this repository has no {args.env} renderer",
+        ),
+        (
+            args.env not in FAMILIES or not args.capture_video,
+            f"--capture-video is not available for --env {args.env}: enjoy.py draws a saved model's episode with "
+            "jumanji's viewer",
         ),
         # the rest holds for every environment
         (
@@ -770,6 +797,8 @@ def validate_args(args: Args) -> None:
         from utils.smax import check_map_name
 
         check_map_name(args.map_name)  # against JaxMARL's registry, copied in utils/smax.py (no JAX import)
+    if args.env in FAMILIES:
+        check_task(args.env, args.scenario or SCENARIO_DEFAULTS[args.env])  # the paper's tasks (no JAX import)
 
 
 if __name__ == "__main__":
@@ -781,7 +810,8 @@ if __name__ == "__main__":
         except ValueError as error:
             sys.exit(f"error: {error}")
     if checkpoint is None and args.protocol == "paper":  # a resumed run has its protocol in its saved args
-        paper_task = {"mpe": task_name(args), "coordsum": args.scenario}.get(args.env, args.map_name)
+        paper_task = {"mpe": task_name(args), "smax": args.map_name}.get(args.env)
+        paper_task = paper_task or args.scenario or SCENARIO_DEFAULTS[args.env]  # CoordSum and jumanji: the scenario
         note, changed = apply_paper_protocol(
             args, "ippo" if args.ippo else "mappo", paper_task, given_flags(sys.argv[1:])
         )
@@ -792,6 +822,8 @@ if __name__ == "__main__":
         sys.exit(f"error: {error}")
     if args.exp_name is None:
         args.exp_name = "ippo_baseline" if args.ippo else "mappo_baseline"
+    if args.scenario is None:
+        args.scenario = SCENARIO_DEFAULTS.get(args.env)  # saved with the run: enjoy.py rebuilds the same env
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_envs = args.num_envs // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size

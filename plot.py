@@ -65,6 +65,8 @@ import tyro
 from rliable import library as rly
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from utils.jumanji import ENV_NAMES, family_of  # the paper's jumanji task names (a table: no JAX import)
+
 
 @dataclass
 class Args:
@@ -336,9 +338,12 @@ def plot_curves(
 
 def env_name(task: str) -> str:
     """marl-eval's environment name: MPE tasks are named `simple_*` (simple_spread_3ag), CoordSum ones
-    `coordsum_*` (coordsum_3x10), SMAX maps neither."""
+    `coordsum_*` (coordsum_3x10); the paper's jumanji tasks (tiny-2ag, 2s-8x8-2p-2f-coop, con-5x5x3a, ...) get
+    the official configs' names, RobotWarehouse, LevelBasedForaging and Connector; SMAX maps are the rest."""
     if task.startswith("coordsum"):
         return "CoordSum"
+    if family_of(task) is not None:
+        return ENV_NAMES[family_of(task)]
     return "MPE" if task.startswith("simple") else "SMAX"
 
 

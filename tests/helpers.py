@@ -62,6 +62,8 @@ TINY = [
 # so the evaluation batch reuses the training batch's compiled step
 TINY_SMAX = [*TINY[:6], "--num-steps", "64", *TINY[8:], "--total-timesteps", "512", "--eval-interval", "256",
              "--num-eval-episodes", "4"]  # fmt: skip
+# LBF (jumanji) episodes last up to 100 steps: TINY_SMAX's 2 rollouts of 64 steps end every env's first one
+TINY_LBF = [*TINY_SMAX, "--env", "lbf", "--scenario", "2s-10x10-3p-3f"]
 MAGPO_NETS = ["--guider-dim", "16"]
 COORDSUM = ["--max-steps", "20"]  # 20-step episodes: several end in a tiny run
 
@@ -94,7 +96,9 @@ class Case:
 
     @property
     def fast_compile(self):
-        return "smax" in self.prefix or "2s3z" in self.prefix
+        """The JAX environments: SMAX and jumanji's (magpo_smax.py, magpo_jumanji.py, or --env of the baseline)."""
+        env = self.args[self.args.index("--env") + 1] if "--env" in self.args else None
+        return self.script in ("magpo_smax.py", "magpo_jumanji.py") or env in ("smax", "rware", "lbf", "connector")
 
 
 CASES = {
@@ -106,6 +110,8 @@ CASES = {
     "magpo_smax": Case("magpo_smax.py", TINY_SMAX + MAGPO_NETS, "2s3z__magpo_smax",
                        MAGPO_TAGS | WIN_TAGS | {"eval/guider_win_rate"}, "magpo_smax.cleanrl_model",
                        ("learner", "best_learner", "guider"), [0, 256, 512]),
+    "magpo_jumanji": Case("magpo_jumanji.py", TINY_LBF + MAGPO_NETS, "2s-10x10-3p-3f__magpo_jumanji", MAGPO_TAGS,
+                          "magpo_jumanji.cleanrl_model", ("learner", "best_learner", "guider"), [0, 256, 512]),
     "mappo_mpe": Case("mappo_baseline.py", TINY + ["--critic-hidden", "16"], "simple_spread_3ag__mappo_baseline",
                       MAPPO_TAGS, "mappo_baseline.cleanrl_model", ("learner", "best_learner", "critic"),
                       [0, 128, 256]),
@@ -115,6 +121,9 @@ CASES = {
     "mappo_smax": Case("mappo_baseline.py", TINY_SMAX + ["--critic-hidden", "16", "--env", "smax"],
                        "2s3z__mappo_baseline", MAPPO_TAGS | WIN_TAGS, "mappo_baseline.cleanrl_model",
                        ("learner", "best_learner", "critic"), [0, 256, 512]),
+    "mappo_jumanji": Case("mappo_baseline.py", TINY_LBF + ["--critic-hidden", "16"], "2s-10x10-3p-3f__mappo_baseline",
+                          MAPPO_TAGS, "mappo_baseline.cleanrl_model", ("learner", "best_learner", "critic"),
+                          [0, 256, 512]),
 }  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MAGPO_SCRIPTS = ("magpo_mpe.py", "magpo_coordsum.py", "magpo_smax.py")
+MAGPO_SCRIPTS = ("magpo_mpe.py", "magpo_coordsum.py", "magpo_smax.py", "magpo_jumanji.py")
 
 # The same in every MAGPO script: the math, the distributions, the networks' parts and the learner.
 MAGPO_SHARED = (
@@ -23,6 +23,10 @@ MAGPO_SHARED = (
 # are copies between magpo_mpe.py and magpo_coordsum.py only; the SMAX versions differ on purpose.
 # (`evaluate_and_log` differs too: only MPE has a renderer for --capture-video.)
 MPE_COORDSUM_SHARED = ("Guider", "evaluate", "absolute_metric")
+# magpo_jumanji.py is magpo_smax.py's sibling (masked discrete actions, the guider's optional global state), so
+# its guider and evaluation are the SMAX ones; it has no wins, so its absolute metric is the MPE one.
+SMAX_JUMANJI_SHARED = ("Guider", "evaluate")
+MPE_JUMANJI_SHARED = ("absolute_metric",)
 # The baseline's actor is MAGPO's learner (so a comparison isolates the algorithm), with the math it
 # shares. Its evaluation differs only in that there is no guider to evaluate.
 BASELINE_SHARED = (
@@ -84,6 +88,11 @@ def test_magpo_scripts_share_their_math_and_networks(script):
 
 def test_mpe_and_coordsum_share_the_guider_and_the_evaluation():
     assert_copies("magpo_mpe.py", "magpo_coordsum.py", MPE_COORDSUM_SHARED)
+
+
+def test_jumanji_shares_the_smax_guider_and_evaluation():
+    assert_copies("magpo_smax.py", "magpo_jumanji.py", SMAX_JUMANJI_SHARED)
+    assert_copies("magpo_mpe.py", "magpo_jumanji.py", MPE_JUMANJI_SHARED)
 
 
 def test_smax_guider_differs_only_by_the_world_state():

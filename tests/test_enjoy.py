@@ -1,4 +1,5 @@
-"""After training: --save-model -> enjoy.py -> the same policy, for every script; bad model files; the GIF renderer."""
+"""After training: --save-model -> enjoy.py -> the same policy, for every script; bad model files; the GIF renderer
+(MPE's own, jumanji's viewer for RWARE, LBF and Connector)."""
 
 import glob
 import os
@@ -164,12 +165,13 @@ def test_frames_are_drawn_where_the_env_puts_things(tmp_path):
 @pytest.mark.parametrize(
     "name, policy, family",
     [("magpo_coordsum", "learner", "coordsum"), ("magpo_coordsum", "guider", "coordsum"),
-     ("mappo_coordsum", "learner", "coordsum"), ("magpo_smax", "guider", "smax"), ("mappo_smax", "learner", "smax")],
+     ("mappo_coordsum", "learner", "coordsum"), ("magpo_smax", "guider", "smax"), ("mappo_smax", "learner", "smax"),
+     ("magpo_jumanji", "guider", "lbf"), ("mappo_jumanji", "learner", "lbf")],
 )  # fmt: skip
 def test_enjoy_reloads_other_scripts_models_exactly(seed7_runs, name, policy, family):
     """The other training scripts' models (tests/test_scripts.py's tiny runs): the rebuilt network has
-    the saved weights and evaluates reproducibly, and the CLI scores it without a GIF (nothing to
-    draw), with the win rate on SMAX."""
+    the saved weights and evaluates reproducibly, and the CLI scores it, with the win rate on SMAX, and
+    a GIF of the first episode where there is a viewer (jumanji's, for LBF; CoordSum and SMAX have none)."""
     case, (run_dir, _), _ = seed7_runs(name)
     model_path = os.path.join(run_dir, case.model)
     checkpoint = enjoy.load_checkpoint(model_path)
@@ -184,9 +186,14 @@ def test_enjoy_reloads_other_scripts_models_exactly(seed7_runs, name, policy, fa
 
     assert np.array_equal(returns(0), returns(0))
     cli = enjoy_cli("--model-path", model_path, "--policy", policy, "--num-episodes", "3", timeout=300,
-                    fast_compile=family == "smax")  # fmt: skip
+                    fast_compile=family != "coordsum")  # fmt: skip
     assert cli.returncode == 0, cli.stderr[-3000:]
-    assert f"{case.script} {policy}" in cli.stdout and "GIF" not in cli.stdout
+    assert f"{case.script} {policy}" in cli.stdout and ("GIF" in cli.stdout) == (family == "lbf")
+    if family == "lbf":  # jumanji's viewer: one frame per step of env 0's first episode (<= 100 steps), and its first
+        (gif_path,) = glob.glob(os.path.join(run_dir, "enjoy_*.gif"))
+        assert os.path.basename(gif_path) == f"enjoy_{policy}{'_best' if policy == 'learner' else ''}_sampled_seed1.gif"
+        frames = Image.open(gif_path).n_frames
+        assert 2 <= frames <= 101, frames
     assert ("win rate" in cli.stdout) == (family == "smax")
     if case.script == "mappo_baseline.py":
         cli = enjoy_cli("--model-path", model_path, "--policy", "guider")

@@ -1,10 +1,14 @@
 """Every environment wrapper through the one interface of utils/__init__.py: MPE (numpy backend,
-continuous and discrete actions; pettingzoo backend), CoordSum (raw and one-hot observations) and
-SMAX, with the shared helpers random_actions, random_policy_score and EpisodeRecorder.
+continuous and discrete actions; pettingzoo backend), CoordSum (raw and one-hot observations), SMAX
+and the jumanji bridge (LBF and Connector), with the shared helpers random_actions,
+random_policy_score and EpisodeRecorder.
 
 SMAX compiles with JAX: it runs on '3m' with B = 4 envs and default options only, the one
 (map, size, options) that tests/test_smax_env.py builds too, so the whole module adds no compile to
-that file's and at most one (~5-10 s) when it runs alone (less with JAX's persistent cache)."""
+that file's and at most one (~5-10 s) when it runs alone (less with JAX's persistent cache). The
+jumanji tasks are the ones tests/test_jumanji_env.py steps, with the same B, for the same reason.
+RWARE is not among them: its episodes last up to 500 steps, and two per env would take over a
+thousand; tests/test_jumanji_env.py checks it against jumanji itself, get_state/set_state included."""
 
 from dataclasses import dataclass
 from typing import Callable
@@ -13,12 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from utils import EpisodeRecorder, VecEnv, coordsum, mpe, random_actions, random_policy_score, smax
+from utils import EpisodeRecorder, VecEnv, coordsum, jumanji, mpe, random_actions, random_policy_score, smax
 
 B = 4
 INT_ATTRS = ("num_envs", "num_agents", "obs_dim", "state_dim", "action_dim")
 ATTRS = (*INT_ATTRS, "continuous_actions", "has_wins")
-MAX_STEPS = 1000  # every rollout here ends well within this (episodes: MPE 25, CoordSum 100, SMAX <= 101 steps)
+MAX_STEPS = 1000  # every rollout here ends well within this (episodes: MPE 25, CoordSum 100, SMAX <= 101, LBF <= 100,
+# Connector con-5x5x3a <= 25 steps)
 SMAX_OWN_HEALTH = -10  # the own-features block (health, x, y, cooldown, 6 unit-type bits) ends a SMAX observation
 
 
@@ -35,6 +40,10 @@ def smax_first_obs(envs, obs, i):
     return np.all(obs[i, :, SMAX_OWN_HEALTH] == 1.0) and envs.avail_actions()[i, :, :5].all()
 
 
+def jumanji_first_obs(envs, obs, i):
+    return envs.step_count[i] == 0  # jumanji's step counter of the current observation
+
+
 @dataclass(frozen=True)
 class Case:
     make: Callable  # seed -> B environments
@@ -48,6 +57,8 @@ class Case:
 MPE_SCORE = (-80.0, -5.0)  # negative distances and collision penalties: -20 to -30 over 25 steps with N = 3
 COORDSUM_SCORE = (1.0, 15.0)  # uniform random scores ~5.8 over 100 steps on 3x10 (tests/test_coordsum.py)
 SMAX_SCORE = (0.0, 2.0)  # all enemy health (1) + the won-battle bonus (1) is the most there is
+LBF_SCORE = (0.0, 1.0)  # the normalised per-agent rewards of one episode sum to at most 1
+CONNECTOR_SCORE = (-2.25, 3.0)  # con-5x5x3a: -0.03 per unconnected agent and step (3 x 25 steps), +1 per connection
 CASES = {
     "mpe-numpy-continuous": Case(
         lambda seed: mpe.make_env(B, seed, continuous_actions=True), True, False, False, MPE_SCORE, mpe_first_obs
@@ -88,6 +99,22 @@ CASES = {
         coordsum_first_obs,
     ),
     "smax-3m": Case(lambda seed: smax.make_env(B, seed, map_name="3m"), False, True, True, SMAX_SCORE, smax_first_obs),
+    "jumanji-lbf": Case(
+        lambda seed: jumanji.make_env(B, seed, env="lbf", scenario="2s-10x10-3p-3f"),
+        False,
+        False,
+        True,
+        LBF_SCORE,
+        jumanji_first_obs,
+    ),
+    "jumanji-connector": Case(
+        lambda seed: jumanji.make_env(B, seed, env="connector", scenario="con-5x5x3a"),
+        False,
+        False,
+        True,
+        CONNECTOR_SCORE,
+        jumanji_first_obs,
+    ),
 }
 
 

@@ -236,6 +236,21 @@ def test_subtract_gives_the_gap_per_run_and_step(tmp_path):
     assert plot.env_name("coordsum_5x20") == "CoordSum"
 
 
+def test_marl_eval_env_names_are_the_papers():
+    """The official configs' env_name for the jumanji tasks (mava/configs/env/{rware,lbf,connector}.yaml)."""
+    from utils.jumanji import TASKS
+
+    names = {"rware": "RobotWarehouse", "lbf": "LevelBasedForaging", "connector": "Connector"}
+    for family, tasks in TASKS.items():
+        assert {plot.env_name(task) for task in tasks} == {names[family]}, family
+    assert [plot.env_name(t) for t in ("simple_spread_10ag", "coordsum_8x15", "2s3z", "smacv2_5_units")] == [
+        "MPE",
+        "CoordSum",
+        "SMAX",
+        "SMAX",
+    ]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -85,6 +85,7 @@ PROTOCOL_CASES = {
     "magpo_mpe": ("magpo", "simple_spread_3ag"),
     "magpo_coordsum": ("magpo", "3x10"),
     "magpo_smax": ("magpo", "2s3z"),
+    "magpo_jumanji": ("magpo", "2s-10x10-3p-3f"),
     "mappo_coordsum": ("mappo", "3x10"),
 }
 

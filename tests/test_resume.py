@@ -20,7 +20,7 @@ import magpo_mpe
 # The straight run has 2 iterations and evaluates at 0 and at its end only: the first leg's end-of-run
 # evaluation and absolute metric (at 1 iteration) are points the straight run does not have, which the
 # resumed run must drop.
-RESUME_CASES = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "mappo_mpe")
+RESUME_CASES = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_mpe")
 
 
 def batch(case):

@@ -1,7 +1,7 @@
 """End-to-end checks of every training script as a user runs it, with the same strictness for each:
 a tiny run (its TensorBoard tags, its model, what it prints), same seed -> same numbers, variants,
 the random-policy floor shared by MAGPO and MAPPO, bad input as a one-line `error: ` with exit 1,
-computed arguments that cannot be set, and (marker `slow`) every SMAX map of the paper."""
+computed arguments that cannot be set, and (marker `slow`) every SMAX map and every jumanji task of the paper."""
 
 import dataclasses
 import glob
@@ -15,7 +15,10 @@ import tyro
 from helpers import CASES, WIN_TAGS, assert_same_numbers, only_run_dir, run_case, run_script, scalars
 
 import enjoy
+from utils.jumanji import TASKS
 from utils.smax import PAPER_MAPS
+
+JUMANJI_TASKS = [(env, scenario) for env, tasks in TASKS.items() for scenario in tasks]
 
 
 @pytest.fixture(params=list(CASES))
@@ -58,7 +61,7 @@ def test_same_seed_same_numbers(twice):
 
 
 @pytest.mark.xdist_group("seed7_runs")
-@pytest.mark.parametrize("env", ["mpe", "coordsum", "smax"])
+@pytest.mark.parametrize("env", ["mpe", "coordsum", "smax", "jumanji"])
 def test_random_policy_floor_is_the_same_for_magpo_and_mappo(seed7_runs, env):
     """One random-policy evaluation (utils.random_policy_score) on the same eval envs and seed: the
     same `eval/random_return` whichever script runs it."""
@@ -99,6 +102,8 @@ VARIANTS = [
     ("mappo_mpe", ["--no-continuous-actions", "--num-agents", "4"], None),
     ("mappo_coordsum", ["--ippo", "--scenario", "5x20", "--coordsum-obs", "raw"], None),
     ("mappo_smax", ["--ippo"], None),
+    ("magpo_jumanji", ["--env", "connector", "--scenario", "con-5x5x3a", "--guider-global-state"], None),
+    ("mappo_jumanji", ["--ippo"], None),
 ]
 
 
@@ -115,12 +120,16 @@ def test_variants_run(tmp_path, name, extra, check):
     saved = torch.load(model_path, weights_only=True)
     if name == "magpo_smax":  # 2s3z's world state: 12 features x 10 units, embedded for every agent token
         assert saved["guider"]["state_embed.weight"].shape == (16, 120)
+    if name == "magpo_jumanji":  # con-5x5x3a's global state: 3 agents' 54-feature vector observations
+        assert saved["guider"]["state_embed.weight"].shape == (16, 3 * 54)
+        assert (saved["args"]["env"], saved["args"]["scenario"]) == ("connector", "con-5x5x3a")
+        assert saved["args"]["alpha"] == 4.0 and saved["args"]["learning_rate"] == 1e-3  # con-5x5x3a's row
         checkpoint = enjoy.load_checkpoint(model_path)
         _, guider, _ = enjoy.build_policy(checkpoint, "guider")  # enjoy.py rebuilds the state input too
         assert guider.state_embed is not None
     if "--ippo" in extra:  # IPPO's critic reads [one-hot id, own observation] (MAPPO: [id, global state])
         env = os.path.basename(run_dir).split("__")[0]
-        obs_dim = {"simple_spread_3ag": 18, "coordsum_5x20": 1, "2s3z": 127}[env]
+        obs_dim = {"simple_spread_3ag": 18, "coordsum_5x20": 1, "2s3z": 127, "2s-10x10-3p-3f": 18}[env]
         assert saved["critic"]["pre.0.weight"].shape[1] == saved["args"]["num_agents"] + obs_dim
     if check == "video":
         assert len(glob.glob(os.path.join(run_dir, "videos", "*.gif"))) == len(tags["eval/learner_return"])
@@ -158,15 +167,26 @@ BAD = {
         ({"capture_video": True}, "--capture-video is not available for SMAX"),
     ],
     "mappo_baseline.py": COMMON_BAD + [
-        ({"env": "smac"}, "unknown --env 'smac'; choose one of ['mpe', 'coordsum', 'smax']"),
+        ({"env": "smac"}, "unknown --env 'smac'; choose one of ['mpe', 'coordsum', 'smax', 'rware', 'lbf', 'connector']"),
         ({"num_agents": 1}, "--num-agents must be >= 2"),
         ({"env": "coordsum", "scenario": "4x4"}, "unknown --scenario '4x4'"),
         ({"env": "smax", "map_name": "9z"}, "unknown SMAX map '9z'; registered maps: 10m_vs_11m, "),
         ({"env": "coordsum", "capture_video": True}, "--capture-video is not available for --env coordsum"),
         ({"env": "coordsum", "num_agents": 4}, "--num-agents is a flag of --env mpe, not of --env coordsum"),
-        ({"scenario": "9x9"}, "--scenario is a flag of --env coordsum, not of --env mpe"),
+        ({"scenario": "9x9"}, "--scenario is a flag of --env coordsum, rware, lbf or connector, not of --env mpe"),
+        ({"env": "smax", "scenario": "tiny-2ag"}, "--scenario is a flag of --env coordsum, rware, lbf or connector, not"),
         ({"env": "smax", "coordsum_obs": "raw"}, "--coordsum-obs is a flag of --env coordsum, not of --env smax"),
         ({"env": "coordsum", "map_name": "3m"}, "--map-name is a flag of --env smax, not of --env coordsum"),
+        ({"env": "lbf", "scenario": "3x10"}, "unknown lbf task '3x10'; the paper's lbf tasks: 2s-8x8-2p-2f-coop, "),
+        ({"env": "coordsum", "scenario": "tiny-2ag"}, "unknown --scenario 'tiny-2ag'"),
+        ({"env": "rware", "num_agents": 4}, "--num-agents is a flag of --env mpe, not of --env rware"),
+        ({"env": "connector", "capture_video": True}, "--capture-video is not available for --env connector: enjoy.py"),
+    ],
+    "magpo_jumanji.py": COMMON_BAD + MAGPO_BAD + [
+        ({"scenario": "tiny-3ag"}, "unknown rware task 'tiny-3ag'; the paper's rware tasks: tiny-2ag, "),
+        ({"env": "lbf", "scenario": "con-5x5x3a"}, "unknown lbf task 'con-5x5x3a'"),
+        ({"env": "smax"}, "unknown jumanji env 'smax'; choose one of rware, lbf, connector"),
+        ({"capture_video": True}, "--capture-video is not available for jumanji: enjoy.py draws"),
     ],
 }  # fmt: skip
 
@@ -182,7 +202,7 @@ def test_validate_args_rejects_bad_input(script, overrides, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("name", ["magpo_mpe", "magpo_coordsum", "magpo_smax", "mappo_coordsum"])
+@pytest.mark.parametrize("name", ["magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum"])
 def test_bad_input_is_one_line_error_and_builds_nothing(tmp_path, name):
     """How a script exits on bad input (the messages are checked in-process above)."""
     result = run_case(CASES[name], ["--num-envs", "6", "--num-minibatches", "4"], tmp_path, timeout=120)
@@ -218,4 +238,25 @@ def test_every_paper_map_builds_and_runs_one_update(tmp_path, map_name):
     assert result.returncode == 0, result.stderr[-3000:]
     tags = scalars(only_run_dir(tmp_path))
     assert [step for step, _ in tags["eval/win_rate"]] == [0, 32]
+    assert np.isfinite(tags["losses/guider_loss"][0][1]) and np.isfinite(tags["losses/learner_loss"][0][1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env, scenario", JUMANJI_TASKS, ids=[scenario for _, scenario in JUMANJI_TASKS])
+def test_every_paper_jumanji_task_builds_and_runs_one_update(tmp_path, env, scenario):
+    """Each of the 26 tasks with its tuned row (here on 2 envs, 1 minibatch, 1 epoch): one update, and an
+    evaluation before and after it."""
+    result = run_script(
+        "magpo_jumanji.py",
+        ["--env", env, "--scenario", scenario, "--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16",
+         "--num-minibatches", "1", "--update-epochs", "1", "--eval-interval", "100000", "--num-eval-episodes", "1",
+         "--learner-hidden", "16", "--guider-dim", "16"],
+        tmp_path,
+        fast_compile=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    assert os.path.basename(run_dir).startswith(f"{scenario}__magpo_jumanji__1__")
+    tags = scalars(run_dir)
+    assert [step for step, _ in tags["eval/learner_return"]] == [0, 32]
     assert np.isfinite(tags["losses/guider_loss"][0][1]) and np.isfinite(tags["losses/learner_loss"][0][1])

@@ -40,7 +40,8 @@ JAX details (measured on the project's 2-core CPU, see docs/benchmarks.md):
   it prints to stdout and, through its brax probe, resets sys.stdout/sys.stderr to the process's
   original streams (which would break pytest's capture and any caller's redirection). Both are
   undone here.
-- JAX runs on the CPU (`JAX_PLATFORMS=cpu` unless the caller set it): the networks are torch's.
+- JAX runs on the CPU, with the persistent compilation cache below (`utils/jax_cache.py`, shared with
+  `utils/jumanji.py`): the networks are torch's.
 - The reset state has weakly typed fields; after a step they are strongly typed, so the second
   call of `step` would trace and compile again. The reset state is cast to strong types, and
   `step` compiles once per (map, B) per process (`SMAXVec.step_traces` counts it; tested).
@@ -60,6 +61,7 @@ import sys
 import numpy as np
 
 from utils import VecEnv
+from utils.jax_cache import import_jax
 
 # The paper's ten SMAX maps (docs/algorithm.md §14); any map registered in JaxMARL is accepted.
 PAPER_MAPS = (
@@ -74,19 +76,6 @@ PAPER_MAPS = (
     "smacv2_5_units",
     "smacv2_10_units",
 )
-CACHE_ENV_VAR = "MAGPO_JAX_CACHE_DIR"
-MIN_CACHED_COMPILE_SECS = 0.5  # cache every compile worth caching (JAX's default is 1 s)
-
-
-def default_cache_dir() -> str:
-    """Where compiled SMAX programs are kept between processes: $MAGPO_JAX_CACHE_DIR if set (empty
-    = no cache), else $XDG_CACHE_HOME/magpo_jax, else ~/.cache/magpo_jax."""
-    if CACHE_ENV_VAR in os.environ:
-        return os.environ[CACHE_ENV_VAR]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "magpo_jax")
-
-
 _configured = {}
 
 
@@ -97,24 +86,18 @@ def import_jaxmarl(cache_dir: str | None = None):
     call in a process (JAX initialises its cache once)."""
     if "smax" in _configured:
         return _configured["smax"]
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import_jax(cache_dir)  # on the CPU, with the persistent cache (utils/jax_cache.py)
     stdout, stderr, original_stdout = sys.stdout, sys.stderr, sys.__stdout__
     try:
         with open(os.devnull, "w") as devnull:
             # jaxmarl prints "Importing submoduled environments..." after its brax probe has reset
             # sys.stdout to sys.__stdout__, so both are pointed at devnull for the import.
             sys.stdout = sys.__stdout__ = devnull
-            import jax
             from jaxmarl.environments import smax
     finally:
         sys.__stdout__ = original_stdout
         sys.stdout, sys.stderr = stdout, stderr  # the brax probe reset both to sys.__std*__
-    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", cache_dir)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_SECS)
-    _configured.update(smax=smax, cache_dir=cache_dir)
+    _configured.update(smax=smax)
     return smax
 
 
