@@ -211,6 +211,23 @@ GRIDS = {
             plots={"mpe_paper": ""},
         ),
     },
+    # docs/results.md's jumanji comparison (issue 17): MAGPO, MAPPO and IPPO on one LBF task and RWARE tiny-2ag,
+    # MAGPO at each task's tuned row, the baselines at their defaults, 2M steps, models saved
+    "jumanji-results": {
+        f"jumanji-{env}": dict(
+            scripts=[
+                f"magpo_jumanji.py --env {env}",
+                f"mappo_baseline.py --env {env}",
+                f"mappo_baseline.py --env {env} --ippo",
+            ],  # fmt: skip
+            task_flag="scenario",
+            tasks=[task],
+            seeds=[1, 2, 3],
+            extra=B2M,
+            plots={f"jumanji_{env}": ""},
+        )
+        for env, task in [("lbf", "2s-8x8-2p-2f-coop"), ("rware", "tiny-2ag")]
+    },
     # every task the repository supports, MAGPO against MAPPO and IPPO, on the MAGPO script's defaults
     # (budget made explicit so the baselines get the same); the paper's per-map SMAX rows are not here
     "paper-all": {

@@ -326,7 +326,10 @@ def test_section_names_are_unique_across_grids():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--grid", "nope"], "error: unknown grid 'nope'; choose one of: paper-coordsum, c2-protocol, paper-all"),
+        (
+            ["--grid", "nope"],
+            "error: unknown grid 'nope'; choose one of: paper-coordsum, c2-protocol, jumanji-results, paper-all",
+        ),
         (["--grid", "paper-all", "--scripts", "magpo_mpe.py"], "error: give either --grid NAME or --scripts"),
         ([], "error: give either --grid NAME or --scripts"),
         (["--scripts", "no_such.py"], "error: no such script: 'no_such.py'"),

@@ -215,6 +215,9 @@ def test_bridge_equals_jumanji_stepped_directly(env_name):
     np.testing.assert_array_equal(obs, expected_obs(env_name, ref_timestep.observation, N))
     np.testing.assert_array_equal(envs.avail_actions(), np.array(ref_timestep.observation.action_mask))
     np.testing.assert_array_equal(envs.step_count, 0)
+    # the jitted step is shared by every bridge of this task in the process (another test may have compiled it
+    # for another batch size): count from here
+    traces_before = envs.traces["step"]
     rng = np.random.default_rng(0)
     returns, lengths, ended, rewarded = np.zeros(B), np.zeros(B, dtype=np.int64), 0, 0
     for _ in range(steps):
@@ -239,7 +242,7 @@ def test_bridge_equals_jumanji_stepped_directly(env_name):
     assert ended >= 1, "the rollout must cross an auto-reset"
     if env_name != "rware":  # random play on RWARE rarely delivers a shelf; test_reward_conventions covers it
         assert rewarded >= 1
-    assert envs.traces["step"] == 1
+    assert envs.traces["step"] - traces_before <= 1  # at most one compile for this batch, across auto-resets
 
 
 def test_compile_all_compiles_every_reset_size_once():
