@@ -219,7 +219,7 @@ GRIDS = {
                 f"magpo_jumanji.py --env {env}",
                 f"mappo_baseline.py --env {env}",
                 f"mappo_baseline.py --env {env} --ippo",
-            ],  # fmt: skip
+            ],
             task_flag="scenario",
             tasks=[task],
             seeds=[1, 2, 3],
