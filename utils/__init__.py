@@ -67,6 +67,36 @@ class VecEnv:
             setattr(self, name, value)
 
 
+class JaxVecEnv(VecEnv):
+    """What the JAX wrappers (utils/smax.py, utils/jumanji.py) share: they hold a batched JAX state
+    (`_state`, None before reset and after close) and the current action masks (`_avail`), and check the
+    actions they are given when `check_actions` is set."""
+
+    def _require_reset(self) -> None:
+        if self._state is None:
+            raise RuntimeError("call reset() before using the environments")
+
+    def _checked_actions(self, actions) -> np.ndarray:
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs, self.num_agents):
+            raise ValueError(f"actions must have shape {(self.num_envs, self.num_agents)}, got {actions.shape}")
+        if not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
+        if self.check_actions:
+            if actions.min() < 0 or actions.max() >= self.action_dim:
+                raise ValueError(
+                    f"actions must be in [0, {self.action_dim}), got values in [{actions.min()}, {actions.max()}]"
+                )
+            legal = np.take_along_axis(self._avail, actions[..., None], axis=-1)[..., 0]
+            if not legal.all():
+                env, agent = np.argwhere(~legal)[0]
+                raise ValueError(
+                    f"unavailable action {actions[env, agent]} for agent {agent} in env {env} "
+                    f"(legal: {np.flatnonzero(self._avail[env, agent]).tolist()})"
+                )
+        return actions
+
+
 def random_actions(envs, rng: np.random.Generator) -> np.ndarray:
     """Uniformly random actions for every env and agent: uniform in [0, 1]^A when continuous, else
     uniform over each agent's available actions."""

@@ -61,7 +61,7 @@ import functools
 
 import numpy as np
 
-from utils import EpisodeRecorder, VecEnv
+from utils import EpisodeRecorder, JaxVecEnv
 from utils.jax_cache import import_jax
 
 FAMILIES = ("rware", "lbf", "connector")
@@ -259,7 +259,7 @@ def bucket_size(count: int, num_envs: int) -> int:
     return min(1 << (count - 1).bit_length(), num_envs)
 
 
-class JumanjiVec(VecEnv):
+class JumanjiVec(JaxVecEnv):
     """B episodes of one paper task (RWARE, LBF or Connector), stepped at once (see the module docstring)."""
 
     def __init__(
@@ -403,30 +403,6 @@ class JumanjiVec(VecEnv):
 
     def close(self) -> None:
         self._state = self._stepped = None
-
-    def _require_reset(self) -> None:
-        if self._state is None:
-            raise RuntimeError("call reset() before using the environments")
-
-    def _checked_actions(self, actions) -> np.ndarray:
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs, self.num_agents):
-            raise ValueError(f"actions must have shape {(self.num_envs, self.num_agents)}, got {actions.shape}")
-        if not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
-        if self.check_actions:
-            if actions.min() < 0 or actions.max() >= self.action_dim:
-                raise ValueError(
-                    f"actions must be in [0, {self.action_dim}), got values in [{actions.min()}, {actions.max()}]"
-                )
-            legal = np.take_along_axis(self._avail, actions[..., None], axis=-1)[..., 0]
-            if not legal.all():
-                env, agent = np.argwhere(~legal)[0]
-                raise ValueError(
-                    f"unavailable action {actions[env, agent]} for agent {agent} in env {env} "
-                    f"(legal: {np.flatnonzero(self._avail[env, agent]).tolist()})"
-                )
-        return actions
 
 
 class StateRecorder(EpisodeRecorder):

@@ -60,7 +60,7 @@ import sys
 
 import numpy as np
 
-from utils import VecEnv
+from utils import JaxVecEnv
 from utils.jax_cache import import_jax
 
 # The paper's ten SMAX maps (docs/algorithm.md §14); any map registered in JaxMARL is accepted.
@@ -204,7 +204,7 @@ def _to_numpy(x) -> np.ndarray:
     return np.array(x)
 
 
-class SMAXVec(VecEnv):
+class SMAXVec(JaxVecEnv):
     """B SMAX episodes on one map, heuristic enemies, stepped at once (see the module docstring)."""
 
     has_wins = True
@@ -326,30 +326,6 @@ class SMAXVec(VecEnv):
 
     def close(self) -> None:
         self._state = None
-
-    def _require_reset(self) -> None:
-        if self._state is None:
-            raise RuntimeError("call reset() before using the environments")
-
-    def _checked_actions(self, actions) -> np.ndarray:
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs, self.num_agents):
-            raise ValueError(f"actions must have shape {(self.num_envs, self.num_agents)}, got {actions.shape}")
-        if not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
-        if self.check_actions:
-            if actions.min() < 0 or actions.max() >= self.action_dim:
-                raise ValueError(
-                    f"actions must be in [0, {self.action_dim}), got values in [{actions.min()}, {actions.max()}]"
-                )
-            legal = np.take_along_axis(self._avail, actions[..., None], axis=-1)[..., 0]
-            if not legal.all():
-                env, agent = np.argwhere(~legal)[0]
-                raise ValueError(
-                    f"unavailable action {actions[env, agent]} for agent {agent} in env {env} "
-                    f"(legal: {np.flatnonzero(self._avail[env, agent]).tolist()})"
-                )
-        return actions
 
 
 def make_env(num_envs: int = 64, seed: int | None = None, map_name: str = "2s3z", **kwargs) -> SMAXVec:
