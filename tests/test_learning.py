@@ -18,6 +18,19 @@ MARGIN_OVER_RANDOM = 4.0
 MARGIN_OVER_UNTRAINED = 3.0
 
 
+def assert_learned(result, run_cwd, over_random, over_untrained):
+    """The run succeeded, its best learner's absolute metric beats the random policy by `over_random`, and
+    its last evaluation beats the untrained learner (step 0) by `over_untrained`."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    tags = scalars(only_run_dir(run_cwd))
+    random_return = tags["eval/random_return"][0][1]
+    untrained, final = tags["eval/learner_return"][0][1], tags["eval/learner_return"][-1][1]
+    absolute = tags["eval/absolute_learner_return"][0][1]
+    print(f"random={random_return:.3f} untrained={untrained:.3f} final={final:.3f} absolute={absolute:.3f}")
+    assert absolute > random_return + over_random, (random_return, absolute)
+    assert final > untrained + over_untrained, (untrained, final)
+
+
 @pytest.mark.learning
 def test_mpe_learner_beats_random_policy(tmp_path):
     """simple_spread N=3 at a CPU-sized budget (~3 min on 2 cores): the decentralised learner's
@@ -30,14 +43,7 @@ def test_mpe_learner_beats_random_policy(tmp_path):
         tmp_path,
         timeout=900,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    tags = scalars(only_run_dir(tmp_path))
-    random_return = tags["eval/random_return"][0][1]
-    untrained, final = tags["eval/learner_return"][0][1], tags["eval/learner_return"][-1][1]
-    absolute = tags["eval/absolute_learner_return"][0][1]
-    print(f"random={random_return:.2f} untrained={untrained:.2f} final={final:.2f} absolute={absolute:.2f}")
-    assert absolute > random_return + MARGIN_OVER_RANDOM, (random_return, absolute)
-    assert final > untrained + MARGIN_OVER_UNTRAINED, (untrained, final)
+    assert_learned(result, tmp_path, MARGIN_OVER_RANDOM, MARGIN_OVER_UNTRAINED)
 
 
 # Measured (3m, 120k steps, 32 envs, 2 minibatches, 2-core CPU, ~105 s per run; seeds 1, 2, 3):
@@ -97,11 +103,4 @@ def test_lbf_learner_learns_to_forage_together(tmp_path):
         tmp_path,
         timeout=900,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    tags = scalars(only_run_dir(tmp_path))
-    random_return = tags["eval/random_return"][0][1]
-    untrained, final = tags["eval/learner_return"][0][1], tags["eval/learner_return"][-1][1]
-    absolute = tags["eval/absolute_learner_return"][0][1]
-    print(f"random={random_return:.3f} untrained={untrained:.3f} final={final:.3f} absolute={absolute:.3f}")
-    assert absolute > random_return + LBF_MARGIN_OVER_RANDOM, (random_return, absolute)
-    assert final > untrained + LBF_MARGIN_OVER_UNTRAINED, (untrained, final)
+    assert_learned(result, tmp_path, LBF_MARGIN_OVER_RANDOM, LBF_MARGIN_OVER_UNTRAINED)
