@@ -72,6 +72,11 @@ class JaxVecEnv(VecEnv):
     (`_state`, None before reset and after close) and the current action masks (`_avail`), and check the
     actions they are given when `check_actions` is set."""
 
+    def avail_actions(self) -> np.ndarray:
+        """Legal actions (B, N, A) bool of the current step: the env's own action masks."""
+        self._require_reset()
+        return self._avail.copy()
+
     def _require_reset(self) -> None:
         if self._state is None:
             raise RuntimeError("call reset() before using the environments")

@@ -325,11 +325,6 @@ class JumanjiVec(JaxVecEnv):
         self._require_reset()
         return self._obs.reshape(self.num_envs, self.state_dim).copy()
 
-    def avail_actions(self) -> np.ndarray:
-        """Legal actions (B, N, A) bool of the current step: jumanji's action masks."""
-        self._require_reset()
-        return self._avail.copy()
-
     def step(self, actions):
         self._require_reset()
         actions = self._checked_actions(actions)

@@ -263,11 +263,6 @@ class SMAXVec(JaxVecEnv):
         self._require_reset()
         return self._world_state.copy()
 
-    def avail_actions(self) -> np.ndarray:
-        """Legal actions (B, N, A) bool of the current step."""
-        self._require_reset()
-        return self._avail.copy()
-
     def step(self, actions):
         self._require_reset()
         actions = self._checked_actions(actions)
