@@ -745,8 +745,8 @@ def validate_args(args: Args) -> None:
     for env, names in ENV_FLAGS.items():
         for name in names:
             owners.setdefault(name, []).append(env)
-    for name, envs in owners.items():
-        if args.env not in envs and getattr(args, name) != defaults[name]:
+    for name, envs in owners.items():  # a resumed run's saved args hold the env's own agent count and action kind
+        if args.resume is None and args.env not in envs and getattr(args, name) != defaults[name]:
             envs = envs[0] if len(envs) == 1 else f"{', '.join(envs[:-1])} or {envs[-1]}"
             raise ValueError(f"--{name.replace('_', '-')} is a flag of --env {envs}, not of --env {args.env}")
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "max_cycles", "max_steps",

@@ -20,7 +20,8 @@ import magpo_mpe
 # The straight run has 2 iterations and evaluates at 0 and at its end only: the first leg's end-of-run
 # evaluation and absolute metric (at 1 iteration) are points the straight run does not have, which the
 # resumed run must drop.
-RESUME_CASES = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_mpe")
+# mappo_coordsum: a run off MPE saves its env's agent count and action kind, which --resume must accept.
+RESUME_CASES = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_mpe", "mappo_coordsum")
 
 
 def batch(case):
