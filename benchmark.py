@@ -212,7 +212,8 @@ GRIDS = {
         ),
     },
     # docs/results.md's jumanji comparison (issue 17): MAGPO, MAPPO and IPPO on one LBF task and RWARE tiny-2ag,
-    # MAGPO at each task's tuned row, the baselines at their defaults, 2M steps, models saved
+    # MAGPO at each task's tuned row, the baselines at their defaults, models saved; LBF 2M steps, RWARE 1M (what
+    # one session's two cores afford; a run continues to more steps with --resume RUN --total-timesteps N)
     "jumanji-results": {
         f"jumanji-{env}": dict(
             scripts=[
@@ -223,10 +224,13 @@ GRIDS = {
             task_flag="scenario",
             tasks=[task],
             seeds=[1, 2, 3],
-            extra=B2M,
+            extra=budget,
             plots={f"jumanji_{env}": ""},
         )
-        for env, task in [("lbf", "2s-8x8-2p-2f-coop"), ("rware", "tiny-2ag")]
+        for env, task, budget in [
+            ("lbf", "2s-8x8-2p-2f-coop", B2M),
+            ("rware", "tiny-2ag", B1M + " --save-model"),
+        ]
     },
     # every task the repository supports, MAGPO against MAPPO and IPPO, on the MAGPO script's defaults
     # (budget made explicit so the baselines get the same); the paper's per-map SMAX rows are not here
