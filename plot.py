@@ -3,6 +3,7 @@
     python plot.py --runs "runs/*" --out-dir plots [--metric eval/learner_return] [--marl-eval-json results.json]
     python plot.py --runs "runs/*" --metric eval/guider_return --subtract eval/learner_return   # the gap
     python plot.py --runs "runs/*" --include-incomplete   # keep interrupted runs (marked) instead of leaving them out
+    python plot.py --from-json docs/data/c2_protocol/e1_raw.json   # redraw from committed values, no run directories
 
 Runs are the directories `runs/<task>__<exp_name>__<seed>__<unix time>` that `magpo_mpe.py` writes; the
 algorithm is the exp_name. Runs are grouped by (task, algorithm), one run per seed (the newest when a seed
@@ -84,6 +85,9 @@ class Args:
     """seed of the bootstrap, so the confidence intervals are reproducible"""
     marl_eval_json: str | None = None
     """if given, also write the runs' values to this path in the marl-eval JSON layout"""
+    from_json: str | None = None
+    """read the runs from a marl-eval JSON that `--marl-eval-json` wrote (e.g. one under docs/data/) instead of
+    from `--runs`: the same curves and table, redrawn without the run directories; `--metric` picks its value"""
     include_incomplete: bool = False
     """keep incomplete runs (cut short, or no absolute metric where others of their group have it), marked `*`.
     A kept run without the absolute metric contributes the metric's last value, and its table row says so.
@@ -162,6 +166,33 @@ def load_runs(pattern: str) -> list[Run]:
     if not runs:
         raise ValueError(f"no run directory <task>__<exp_name>__<seed>__<unix time> matches {pattern!r}")
     return sorted(runs.values(), key=lambda r: (r.task, r.algorithm, r.seed))
+
+
+def load_json_runs(path: str, metric: str) -> list[Run]:
+    """The runs of a marl-eval JSON written by `marl_eval_results`, with `metric` (and its absolute metric,
+    where the run had one) as their only scalars; a run's path is `<json>:<task>/<algorithm>/seed_<k>`."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--from-json {path}: cannot read it ({type(error).__name__})") from None
+    name, runs = metric.rpartition("/")[2], []
+    for tasks in data.values():
+        for task, algorithms in tasks.items():
+            for algorithm, seeds in algorithms.items():
+                for seed_key, entry in seeds.items():
+                    points = sorted((e["step_count"], e[name][0]) for k, e in entry.items() if k.startswith("step_"))
+                    scalars = {}
+                    if points:
+                        scalars[metric] = (np.array([p[0] for p in points]), np.array([p[1] for p in points], float))
+                    absolute = entry.get("absolute_metrics", {}).get(name)
+                    if points and absolute:
+                        scalars[absolute_tag(metric)] = (np.array([points[-1][0]]), np.array(absolute[-1:], float))
+                    seed = int(seed_key.removeprefix("seed_"))
+                    runs.append(Run(f"{path}:{task}/{algorithm}/{seed_key}", task, algorithm, seed, 0, scalars))
+    if not runs:
+        raise ValueError(f"--from-json {path}: it holds no runs")
+    return sorted(runs, key=lambda r: (r.task, r.algorithm, r.seed))
 
 
 def group_runs(runs: list[Run], metric: str) -> dict[tuple[str, str], list[Run]]:
@@ -373,7 +404,9 @@ if __name__ == "__main__":
     try:
         if args.bootstrap_reps < 1:
             raise ValueError(f"--bootstrap-reps must be >= 1, got {args.bootstrap_reps}")
-        runs = load_runs(args.runs)
+        if args.from_json is not None and args.subtract is not None:
+            raise ValueError("--subtract needs both tags, and a marl-eval JSON holds one: use it with --runs")
+        runs = load_runs(args.runs) if args.from_json is None else load_json_runs(args.from_json, args.metric)
         if args.subtract is not None:
             group_runs(runs, args.metric)  # a one-line error if no run logged the metric itself
             if not any(args.subtract in run.scalars for run in runs):

@@ -193,6 +193,15 @@ def test_cli_marl_eval_json(root, cli):
     assert data["SMAX"]["3m"]["magpo_mpe"]["seed_3"]["step_1"] == {"step_count": 1000, "learner_return": [3.0]}
 
 
+def test_cli_from_json_redraws_the_same_curves_and_table(root, cli):
+    """The committed values (docs/data/*.json) are enough to redraw a study: --from-json on the JSON the run
+    directories gave makes the same table, byte for byte, and a curve per task."""
+    result = run_cli(["--from-json", "out/results.json", "--out-dir", "from_json", "--bootstrap-reps", "500"], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (root / "from_json" / "final.md").read_text() == (root / "plots" / "final.md").read_text()
+    assert sorted(os.listdir(root / "from_json")) == sorted(os.listdir(root / "plots"))
+
+
 def test_subtract_gives_the_gap_per_run_and_step(tmp_path):
     """`--subtract`: guider - learner at the guider's steps, the learner interpolated onto them; the
     final score is the last difference (there is no absolute metric of a difference)."""
@@ -259,6 +268,8 @@ def test_marl_eval_env_names_are_the_papers():
             "error: no run directory <task>__<exp_name>__<seed>__<unix time> matches 'nothing/*'",
         ),
         (["--metric", "eval/win_rate"], "error: no run logged 'eval/win_rate'; the runs have: "),
+        (["--from-json", "missing.json"], "error: --from-json missing.json: cannot read it (FileNotFoundError)"),
+        (["--from-json", "out/results.json", "--subtract", "eval/learner_return"], "error: --subtract needs both"),
     ],
 )
 def test_cli_bad_input_is_one_line_error(root, args, message):
