@@ -266,8 +266,9 @@ class SMAXVec(JaxVecEnv):
     def step(self, actions):
         self._require_reset()
         actions = self._checked_actions(actions)
+        # int32 numpy straight into the compiled step: ~1 us, where jnp.asarray costs 50-75 us a call
         self._key, self._state, self._running, out = self._step_fn(
-            self._key, self._state, self._jnp.asarray(actions, dtype=self._jnp.int32), *self._running
+            self._key, self._state, actions.astype(np.int32), *self._running
         )
         (
             obs,
