@@ -408,7 +408,10 @@ def gru_unroll(gru, x, h, starts):
     fused nn.GRU runs over each stretch with no reset in any row (docs/benchmarks.md has the gain).
     """
     num_steps = x.shape[0]
-    cuts = [0] + (torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist() + [num_steps]
+    if num_steps == 1:  # a rollout step: one stretch, without nonzero() (a host sync on a GPU)
+        cuts = [0, 1]
+    else:
+        cuts = [0] + (torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist() + [num_steps]
     lengths = [end - begin for begin, end in zip(cuts[:-1], cuts[1:])]
     outputs = []
     # split(), not slicing: its backward is one cat, where each slice's would zero-fill all of x.
