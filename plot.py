@@ -4,6 +4,7 @@
     python plot.py --runs "runs/*" --metric eval/guider_return --subtract eval/learner_return   # the gap
     python plot.py --runs "runs/*" --include-incomplete   # keep interrupted runs (marked) instead of leaving them out
     python plot.py --from-json docs/data/c2_protocol/e1_raw.json   # redraw from committed values, no run directories
+    python plot.py --from-json seeds_1.json seeds_2_3.json --marl-eval-json all.json   # pool the runs of several
 
 Runs are the directories `runs/<task>__<exp_name>__<seed>__<unix time>` that `magpo_mpe.py` writes; the
 algorithm is the exp_name. Runs are grouped by (task, algorithm), one run per seed (the newest when a seed
@@ -85,9 +86,10 @@ class Args:
     """seed of the bootstrap, so the confidence intervals are reproducible"""
     marl_eval_json: str | None = None
     """if given, also write the runs' values to this path in the marl-eval JSON layout"""
-    from_json: str | None = None
-    """read the runs from a marl-eval JSON that `--marl-eval-json` wrote (e.g. one under docs/data/) instead of
-    from `--runs`: the same curves and table, redrawn without the run directories; `--metric` picks its value"""
+    from_json: tuple[str, ...] = ()
+    """read the runs from one or more marl-eval JSONs that `--marl-eval-json` wrote (e.g. under docs/data/)
+    instead of from `--runs`: the same curves and table, redrawn without the run directories; `--metric` picks
+    its value. Several files are pooled (a study finished over several sessions); a run in two is an error"""
     include_incomplete: bool = False
     """keep incomplete runs (cut short, or no absolute metric where others of their group have it), marked `*`.
     A kept run without the absolute metric contributes the metric's last value, and its table row says so.
@@ -192,6 +194,22 @@ def load_json_runs(path: str, metric: str) -> list[Run]:
                     runs.append(Run(f"{path}:{task}/{algorithm}/{seed_key}", task, algorithm, seed, 0, scalars))
     if not runs:
         raise ValueError(f"--from-json {path}: it holds no runs")
+    return sorted(runs, key=lambda r: (r.task, r.algorithm, r.seed))
+
+
+def pool_json_runs(paths: tuple[str, ...], metric: str) -> list[Run]:
+    """The runs of several marl-eval JSONs together (`load_json_runs` each). A (task, algorithm, seed) in two
+    of them raises: which copy to keep is the user's call, not the order of the arguments."""
+    runs, seen = [], {}
+    for path in paths:
+        for run in load_json_runs(path, metric):
+            key = (run.task, run.algorithm, run.seed)
+            if key in seen:
+                raise ValueError(
+                    f"--from-json: {run.task}/{run.algorithm}/seed_{run.seed} is in both {seen[key]} and {path}"
+                )
+            seen[key] = path
+            runs.append(run)
     return sorted(runs, key=lambda r: (r.task, r.algorithm, r.seed))
 
 
@@ -404,9 +422,9 @@ if __name__ == "__main__":
     try:
         if args.bootstrap_reps < 1:
             raise ValueError(f"--bootstrap-reps must be >= 1, got {args.bootstrap_reps}")
-        if args.from_json is not None and args.subtract is not None:
+        if args.from_json and args.subtract is not None:
             raise ValueError("--subtract needs both tags, and a marl-eval JSON holds one: use it with --runs")
-        runs = load_runs(args.runs) if args.from_json is None else load_json_runs(args.from_json, args.metric)
+        runs = load_runs(args.runs) if not args.from_json else pool_json_runs(args.from_json, args.metric)
         if args.subtract is not None:
             group_runs(runs, args.metric)  # a one-line error if no run logged the metric itself
             if not any(args.subtract in run.scalars for run in runs):

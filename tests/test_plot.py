@@ -202,6 +202,24 @@ def test_cli_from_json_redraws_the_same_curves_and_table(root, cli):
     assert sorted(os.listdir(root / "from_json")) == sorted(os.listdir(root / "plots"))
 
 
+def test_cli_from_json_pools_several_files(root, cli):
+    """A study finished over several sessions: its JSONs split by seed, given together, redraw the same table as
+    the whole; a run that two files both hold is a one-line error, whichever order they come in."""
+    data = json.loads((root / "out" / "results.json").read_text())
+    magpo = data["MPE"]["simple_spread_3ag"]["magpo_mpe"]
+    early = {"MPE": {"simple_spread_3ag": {"magpo_mpe": {k: magpo.pop(k) for k in ("seed_1", "seed_2")}}}}
+    (root / "early.json").write_text(json.dumps(early))
+    (root / "late.json").write_text(json.dumps(data))
+    result = run_cli(["--from-json", "early.json", "late.json", "--out-dir", "pooled", "--bootstrap-reps", "500"], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (root / "pooled" / "final.md").read_text() == (root / "plots" / "final.md").read_text()
+    for files in (["early.json", "out/results.json"], ["out/results.json", "early.json"]):
+        bad = run_cli(["--from-json", *files, "--out-dir", "bad_pool"], root)
+        assert bad.returncode != 0 and bad.stderr.count("\n") == 1, bad.stderr
+        assert bad.stderr.startswith("error: --from-json: simple_spread_3ag/magpo_mpe/seed_1 is in both "), bad.stderr
+    assert not os.path.exists(root / "bad_pool")
+
+
 def test_subtract_gives_the_gap_per_run_and_step(tmp_path):
     """`--subtract`: guider - learner at the guider's steps, the learner interpolated onto them; the
     final score is the last difference (there is no absolute metric of a difference)."""
