@@ -28,7 +28,7 @@ result.json records exit code 0 and the run directory named there still exists. 
 only after the script exited 0, which the scripts do only after logging the final `eval/absolute_*` tag and
 closing their writer; runs/ itself only ever receives finished runs. A done run is skipped. An interrupted local run (its record has no result.json and
 holds one run directory with a checkpoint.pt, from the same command) continues from its last checkpoint with
-the scripts' `--resume` (README, "Long runs"). Any other (never run, failed, interrupted before its first
+the scripts' `--resume` (docs/usage.md, "Long runs"). Any other (never run, failed, interrupted before its first
 checkpoint, or interrupted on a cluster, whose nodes keep nothing) is started afresh, its record wiped.
 Runs made by hand, outside benchmark.py, are not known to it and are run again.
 
@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 
 import tyro
 
+from utils import check_requirements
 from utils.smax import PAPER_MAPS  # the list only: importing utils.smax imports no JAX
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -73,7 +74,7 @@ class Args:
     tasks: tuple[str, ...] = ()
     """values of `--task-flag`, one set of runs each (`--tasks 3x10 5x20`); none: the scripts' default task"""
     grid: str | None = None
-    """a named grid or one of its sections (see GRIDS in benchmark.py): paper-coordsum, paper-all, c2-5m, ..."""
+    """a named grid or one of its sections, alone (listed above; their commands: GRIDS in benchmark.py)"""
     seeds: tuple[int, ...] | None = None
     """seeds of every run; default: the grid's own, or 1 2 3 with `--scripts`"""
     extra: str = ""
@@ -263,6 +264,30 @@ GRIDS = {
         ),
     },
 }
+
+
+# One line per grid for `--help`, which lists the grids and their sections (a grid without a line here fails
+# every call of benchmark.py, so the list cannot fall behind GRIDS).
+GRID_DESCRIPTIONS = {
+    "paper-coordsum": "docs/reproduction.md's C2, C3 and C4 runs on CoordSum 3x10 and 5x20, at 1M and 5M steps",
+    "c2-protocol": "docs/reproduction.md's \"C2 under the paper's protocol\": 3x10 and simple_spread, 1-2M steps",
+    "jumanji-results": "docs/results.md's jumanji comparison: LBF 2s-8x8-2p-2f-coop (2M) and RWARE tiny-2ag (1M)",
+    "paper-all": "every supported MPE, SMAX and CoordSum task, MAGPO against MAPPO and IPPO, on MAGPO's defaults",
+}
+
+
+def grids_help() -> str:
+    """`--help`'s description: what benchmark.py does and every named grid, with its sections."""
+    lines = [
+        "Run a grid of training runs (scripts x tasks x seeds) on Ray; `--dry-run` prints its commands.",
+        "",
+        "Named grids for --grid (a section name runs that section alone):",
+    ]
+    width = max(map(len, GRIDS)) + 3
+    for grid, sections in GRIDS.items():
+        lines.append(f"  {grid:<{width}}{GRID_DESCRIPTIONS[grid]}")
+        lines.append(f"  {'':<{width}}sections: {', '.join(sections)}")
+    return "\n".join(lines)
 
 
 class InputError(ValueError):
@@ -534,9 +559,11 @@ def start_ray(args: Args, runs: list[Run]) -> str:
     import logging
 
     try:
-        import ray
-    except ImportError:
-        raise InputError("ray is not installed: pip install -r requirements.txt") from None
+        check_requirements("ray", "benchmark.py")  # Ray is not in the light core install
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    import ray
+
     quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         if args.address is None:
@@ -730,6 +757,6 @@ def main(args: Args) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main(tyro.cli(Args)))
+        sys.exit(main(tyro.cli(Args, description=grids_help())))
     except InputError as error:
         sys.exit(f"error: {error}")

@@ -59,14 +59,35 @@ class Args:
     """torch intra-op threads"""
 
 
-# Parse the command line before the heavy imports below (torch, TensorBoard, and JAX for SMAX), so that
-# `--help` and a mistyped flag answer at once instead of after seconds of imports.
+MAX_SEED = 2**32 - 1  # numpy seeds from [0, 2**32 - 1], as the training scripts check
+
+
+def check_args(args: Args) -> None:
+    """Reject a flag value of the right type that enjoy.py cannot use (ValueError naming the flag), before
+    anything is loaded or written: numpy's own error for a negative seed names no flag, a seed above numpy's
+    range is refused as the training scripts refuse it (so one --seed means the same everywhere), and torch
+    answers `--torch-threads 0` with a traceback."""
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.seed > MAX_SEED:
+        raise ValueError(f"--seed must be <= {MAX_SEED} (numpy's seed range is [0, 2**32 - 1]), got {args.seed}")
+    for name in ("num_episodes", "torch_threads"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
+# Parse and check the command line before the heavy imports below (torch, TensorBoard, and JAX for SMAX), so
+# that `--help`, a mistyped flag and a bad value answer at once instead of after seconds of imports.
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    try:
+        check_args(args)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
 
 import torch
 
-from utils import EpisodeRecorder
+from utils import ENV_FAMILY, EpisodeRecorder, check_requirements
 
 
 def load_checkpoint(path):
@@ -143,9 +164,9 @@ def build_policy(checkpoint, policy="learner", which="best"):
 
 if __name__ == "__main__":
     try:
-        if args.num_episodes < 1:
-            raise ValueError(f"--num-episodes must be >= 1, got {args.num_episodes}")
         checkpoint = load_checkpoint(args.model_path)
+        if env_family(checkpoint) in ENV_FAMILY:  # SMAX and jumanji run in JAX, which the light core install lacks
+            check_requirements(ENV_FAMILY[env_family(checkpoint)], f"a {env_family(checkpoint)} model")
         torch.set_num_threads(args.torch_threads)
         torch.manual_seed(args.seed)
         module, network, hidden = build_policy(checkpoint, args.policy, args.checkpoint)

@@ -7,8 +7,10 @@
     python plot.py --from-json seeds_1.json seeds_2_3.json --marl-eval-json all.json   # pool the runs of several
 
 Runs are the directories `runs/<task>__<exp_name>__<seed>__<unix time>` that `magpo_mpe.py` writes; the
-algorithm is the exp_name. Runs are grouped by (task, algorithm), one run per seed (the newest when a seed
-was run twice). For each group:
+algorithm is the exp_name. Runs are grouped by (task, algorithm), one run per seed. When a seed was run
+twice, a finished run (one that logged an `eval/absolute_*` tag, which training does once, at the very end)
+is kept over an unfinished one, so a rerun that crashed never hides a finished run; among runs equally
+finished, the newest is kept. A `warning:` line names each run left out. For each group:
   - a sample-efficiency curve: the IQM over seeds at each evaluation step with a 95% bootstrap band, one
     figure per task (`<out-dir>/<task>__<metric>.png`);
   - a row of the final-performance table (stdout and `<out-dir>/final.md`): seeds, mean, IQM and its 95% CI
@@ -56,18 +58,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: write PNGs, never open a window
-
-import matplotlib.pyplot as plt
-import numpy as np
-import scipy.stats
 import tyro
-from rliable import library as rly
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from utils.jumanji import ENV_NAMES, family_of  # the paper's jumanji task names (a table: no JAX import)
 
 
 @dataclass
@@ -94,6 +85,25 @@ class Args:
     """keep incomplete runs (cut short, or no absolute metric where others of their group have it), marked `*`.
     A kept run without the absolute metric contributes the metric's last value, and its table row says so.
     Without this flag they are named in a warning and left out of the curves, the table and the JSON."""
+
+
+# Parse the command line before the heavy imports below (matplotlib, scipy, rliable, TensorBoard: ~2 s), so
+# that `--help` and a mistyped flag answer at once, as in the training scripts. `import plot` (the tests)
+# skips the parsing and gets every function.
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: write PNGs, never open a window
+
+import matplotlib.pyplot as plt
+import numpy as np
+import scipy.stats
+from rliable import library as rly
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from utils.jumanji import ENV_NAMES, family_of  # the paper's jumanji task names (a table: no JAX import)
 
 
 @dataclass
@@ -152,8 +162,15 @@ def read_scalars(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return scalars
 
 
+def is_finished(run: Run) -> bool:
+    """Whether the run got to its end: training logs an absolute metric (`eval/absolute_*`) once, last."""
+    return any(tag.startswith("eval/absolute_") for tag in run.scalars)
+
+
 def load_runs(pattern: str) -> list[Run]:
-    """The runs whose directories match `pattern`, one per (task, algorithm, seed): the newest wins."""
+    """The runs whose directories match `pattern`, one per (task, algorithm, seed): a finished run wins over an
+    unfinished one, whatever their ages (a rerun that crashed must not hide the seed's finished run), and
+    among runs equally finished the newest wins (a rerun after a fix replaces the old run)."""
     runs: dict[tuple[str, str, int], Run] = {}
     for path in sorted(glob.glob(pattern)):
         parsed = parse_run_name(os.path.basename(os.path.normpath(path)))
@@ -162,8 +179,15 @@ def load_runs(pattern: str) -> list[Run]:
         run = Run(path, *parsed, scalars=read_scalars(path))
         key = (run.task, run.algorithm, run.seed)
         if key in runs:
-            older, run = sorted([runs[key], run], key=lambda r: r.start_time)
-            print(f"warning: {older.path} and {run.path} repeat a seed; using the newer", file=sys.stderr)
+            dropped, run = sorted([runs[key], run], key=lambda r: (is_finished(r), r.start_time))
+            if is_finished(dropped) == is_finished(run):
+                print(f"warning: {dropped.path} and {run.path} repeat a seed; using the newer", file=sys.stderr)
+            else:
+                print(
+                    f"warning: dropped {dropped.path}: it logged no 'eval/absolute_*' tag (it did not finish), "
+                    f"and {run.path} repeats its seed and did; using that one",
+                    file=sys.stderr,
+                )
         runs[key] = run
     if not runs:
         raise ValueError(f"no run directory <task>__<exp_name>__<seed>__<unix time> matches {pattern!r}")
@@ -418,7 +442,6 @@ def marl_eval_results(groups: dict[tuple[str, str], list[Run]], metric: str) -> 
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
     try:
         if args.bootstrap_reps < 1:
             raise ValueError(f"--bootstrap-reps must be >= 1, got {args.bootstrap_reps}")

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="benchmark.py needs ray (requirements.txt): pip install -r requirements.txt")
+ray = pytest.importorskip("ray", reason="benchmark.py needs ray: pip install -r requirements/requirements-ray.txt")
 
 from helpers import REPO  # noqa: E402
 
@@ -326,6 +326,19 @@ def test_paper_all_covers_every_task_and_every_command_parses(tmp_path):
 def test_section_names_are_unique_across_grids():
     names = [name for sections in benchmark.GRIDS.values() for name in sections]
     assert len(names) == len(set(names)) and not set(names) & set(benchmark.GRIDS)
+
+
+def test_help_lists_every_grid_with_a_description_and_its_sections(tmp_path):
+    """`--help` is where a user looks for what `--grid` takes: every grid on a line of its own with what it
+    runs, and the sections that can be run alone."""
+    result = bench(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    for grid, sections in benchmark.GRIDS.items():
+        (line,) = [line for line in lines if line.startswith(f"{grid} ")]
+        assert len(line) > len(grid) + 20, line  # a description follows the name
+        for section in sections:
+            assert re.search(rf"[ ,]{re.escape(section)}(,|$)", result.stdout, re.MULTILINE), section
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.xdist_group("seed7_runs")
 @pytest.fixture(scope="module")
 def trained(seed7_runs):
     """The tiny magpo_mpe.py run with --save-model that tests/test_scripts.py checks: (run dir, model path)."""
-    _, (run_dir, _), _ = seed7_runs("magpo_mpe")
+    _, (run_dir,), _ = seed7_runs("magpo_mpe", runs=1)
     return run_dir, os.path.join(run_dir, "magpo_mpe.cleanrl_model")
 
 
@@ -93,6 +93,28 @@ def test_enjoy_evaluates_and_writes_gifs_named_by_their_options(trained):
     gifs = {os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "enjoy_*.gif"))}
     assert gifs == {"enjoy_learner_best_sampled_seed1.gif", "enjoy_guider_greedy_seed1.gif",
                     "enjoy_learner_final_greedy_seed1.gif"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["--seed", str(2**32)], "--seed must be <= 4294967295 (numpy's seed range is [0, 2**32 - 1]), got 4294967296"),
+        (["--num-episodes", "0"], "--num-episodes must be >= 1, got 0"),
+        (["--torch-threads", "0"], "--torch-threads must be >= 1, got 0"),
+    ],
+)
+def test_bad_flag_value_is_one_line_naming_the_flag_and_writes_nothing(trained, flags, message):
+    """A value of the right type that enjoy.py cannot use: `error: --<flag> ...`, exit 1, before the model is
+    loaded, so no GIF appears next to it (numpy's error for a negative seed named no flag; a seed of 2**32 ran;
+    --torch-threads 0 was torch's traceback)."""
+    run_dir, model_path = trained
+    before = sorted(os.listdir(run_dir))
+    result = enjoy_cli("--model-path", model_path, "--num-episodes", "2", *flags, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"error: {message}\n")
+    assert sorted(os.listdir(run_dir)) == before
+    enjoy.check_args(enjoy.Args(model_path, seed=2**32 - 1))  # numpy's largest seed is fine
+    enjoy.check_args(enjoy.Args(model_path, seed=0, num_episodes=1, torch_threads=1))
 
 
 class Payload:
@@ -172,7 +194,7 @@ def test_enjoy_reloads_other_scripts_models_exactly(seed7_runs, name, policy, fa
     """The other training scripts' models (tests/test_scripts.py's tiny runs): the rebuilt network has
     the saved weights and evaluates reproducibly, and the CLI scores it, with the win rate on SMAX, and
     a GIF of the first episode where there is a viewer (jumanji's, for LBF; CoordSum and SMAX have none)."""
-    case, (run_dir, _), _ = seed7_runs(name)
+    case, (run_dir,), _ = seed7_runs(name, runs=1)
     model_path = os.path.join(run_dir, case.model)
     checkpoint = enjoy.load_checkpoint(model_path)
     assert enjoy.env_family(checkpoint) == family

@@ -139,6 +139,34 @@ def test_newest_run_of_a_seed_wins(tmp_path):
     assert run.start_time == 1764000002 and run.scalars["eval/learner_return"][1].tolist() == [2.0]
 
 
+def test_finished_run_of_a_seed_wins_over_a_newer_crashed_one(tmp_path, capsys):
+    """A rerun of a seed that crashed (no `eval/absolute_*`: training logs it only at the very end) must not
+    replace the finished run of that seed; a warning names the dropped run and why. Among finished runs, and
+    among unfinished ones, the newest still wins."""
+    finished = "simple_spread_3ag__magpo_mpe__1__1764000001"
+    write_run(
+        tmp_path,
+        finished,
+        {"eval/learner_return": [(0, 0.0), (1000, 5.0)], "eval/absolute_learner_return": [(1000, 6.0)]},
+    )
+    crashed = "simple_spread_3ag__magpo_mpe__1__1764000002"
+    write_run(tmp_path, crashed, {"eval/learner_return": [(0, 0.0)]})
+    (run,) = plot.load_runs(str(tmp_path / "runs" / "*"))
+    assert run.start_time == 1764000001 and run.scalars["eval/absolute_learner_return"][1].tolist() == [6.0]
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"warning: dropped {tmp_path / 'runs' / crashed}: it logged no 'eval/absolute_*' tag")
+    assert finished in warning
+    # a newer finished run replaces the older finished one, as before
+    write_run(
+        tmp_path,
+        "simple_spread_3ag__magpo_mpe__1__1764000003",
+        {"eval/learner_return": [(0, 0.0), (1000, 7.0)], "eval/absolute_learner_return": [(1000, 8.0)]},
+    )
+    (run,) = plot.load_runs(str(tmp_path / "runs" / "*"))
+    assert run.start_time == 1764000003
+    assert len(capsys.readouterr().err.splitlines()) == 2  # one line per dropped run
+
+
 def test_cli_writes_one_png_per_task(root, cli):
     for task in ("simple_spread_3ag", "3m"):
         with open(root / "plots" / f"{task}__eval_learner_return.png", "rb") as f:
@@ -276,6 +304,28 @@ def test_marl_eval_env_names_are_the_papers():
         "SMAX",
         "SMAX",
     ]
+
+
+def test_help_answers_before_the_heavy_imports(tmp_path):
+    """`--help` (and a mistyped flag) is parsed before matplotlib, scipy, rliable and TensorBoard are imported,
+    which take seconds: `-X importtime` lists every module the process imported."""
+    for args, returncode in ((["--help"], 0), (["--no-such-flag"], 2)):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", SCRIPT, *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == returncode, result.stderr[-3000:]
+        imported = {
+            line.rpartition("|")[2].strip().split(".")[0]
+            for line in result.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "tyro" in imported  # the parsing did happen, and -X importtime reported it
+        assert not imported & {"matplotlib", "scipy", "rliable", "tensorboard", "torch"}, args
+    assert "--runs" in subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True).stdout
 
 
 @pytest.mark.parametrize(
