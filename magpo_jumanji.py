@@ -40,14 +40,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import copy
 import math
 import random
+import re
 import signal
 import sys
 import tempfile
 import time
+import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
+
+# The fields a task's tuned row sets: `--help` says so instead of showing tiny-2ag's values (those written
+# below) as if they were every task's defaults
+ROW = tyro.conf.arg(help_behavior_hint="(default: the --scenario's tuned MAGPO row, utils/paper_params.csv)")
 
 
 @dataclass
@@ -72,7 +78,7 @@ class Args:
     """whether to save the learner, the guider and the args to `runs/{run_name}`"""
     checkpoint_interval: int = 0
     """write the full training state to `runs/{run_name}/checkpoint.pt` every this many environment steps
-    (0: every --eval-interval), at the end of the run and on Ctrl-C / SIGTERM (README, "Long runs")"""
+    (0: every --eval-interval), at the end of the run and on Ctrl-C / SIGTERM (docs/usage.md, "Long runs")"""
     resume: str | None = None
     """continue the run in this directory (`runs/<run>`) from its checkpoint.pt, with its saved arguments;
     only --total-timesteps, --checkpoint-interval, --torch-threads, --track, --wandb-*, --save-model may change"""
@@ -97,18 +103,18 @@ class Args:
     # max-grad-norm, alpha, delta, envs; the values below are tiny-2ag's), except the budget and value
     # normalisation; a flag given on the command line wins over the row
     protocol: Literal["default", "paper"] = "default"
-    """`paper`: the official code's set-up for this task (utils/protocol.py, README "The paper's protocol"): its
+    """`paper`: the official code's set-up for this task (utils/protocol.py, docs/environments.md, "The paper's protocol"): its
     params.csv row (minibatches, epochs, lr, clip, entropy, max-grad-norm, alpha, delta, guider sizes), 2 x 64
     envs per update (`--num-envs 128`), 20M steps evaluated every 10 updates, `--no-norm-value` (the value clip in
     raw units), `--agent-order official`; flags given on the command line win"""
     total_timesteps: int = 5_000_000
     """total environment steps (one step of one environment counts one), rounded down to whole rollouts of
     num_envs x num_steps (the run says so when it rounds); the paper uses 20M"""
-    learning_rate: float = 1e-3
+    learning_rate: Annotated[float, ROW] = 1e-3
     """the learning rate of both Adam optimisers (the row's actor_lr)"""
     anneal_lr: bool = False
     """toggle learning rate annealing (the paper does not anneal)"""
-    num_envs: int = 64
+    num_envs: Annotated[int, ROW] = 64
     """the number of parallel environments (the row's, 64 for every task)"""
     num_steps: int = 128
     """the rollout length per environment per update"""
@@ -116,29 +122,29 @@ class Args:
     """the discount factor gamma"""
     gae_lambda: float = 0.95
     """the lambda for the general advantage estimation"""
-    num_minibatches: int = 1
+    num_minibatches: Annotated[int, ROW] = 1
     """the number of minibatches; each holds whole `num_steps` sequences of `num_envs / num_minibatches` envs
     (the row's, counted per official update-batch copy: algorithm.md §14)"""
-    update_epochs: int = 5
+    update_epochs: Annotated[int, ROW] = 5
     """the K epochs to update the policy (the row's ppo_epochs)"""
     norm_adv: bool = True
     """toggles advantage normalisation (per minibatch, over all agent tokens, algorithm.md §8)"""
-    clip_coef: float = 0.05
+    clip_coef: Annotated[float, ROW] = 0.05
     """the PPO clip epsilon (also clips the value update and the learner's off-policy ratio; the row's clip_eps)"""
     clip_vloss: bool = True
     """toggles the clipped value loss (algorithm.md §6)"""
-    ent_coef: float = 0.01
+    ent_coef: Annotated[float, ROW] = 0.01
     """coefficient of the guider's entropy bonus (the learner has none; the row's)"""
     vf_coef: float = 0.5
     """coefficient of the guider's value loss"""
     norm_value: bool = True
     """learn standardised returns (running mean/std, as MAPPO's ValueNorm); `--no-norm-value` as the official code"""
-    max_grad_norm: float = 5.0
+    max_grad_norm: Annotated[float, ROW] = 5.0
     """the maximum norm for the gradient clipping (applied to each network separately; the row's)"""
-    delta: float = 1.5
+    delta: Annotated[float, ROW] = 1.5
     """delta > 1: the guider's per-agent ratio to the learner is kept in [1/delta, delta]; `inf` removes the tether
     (the row's)"""
-    alpha: float = 2.0
+    alpha: Annotated[float, ROW] = 2.0
     """weight of the learner's off-policy PPO loss beside KL(guider || learner); 0 gives pure distillation (the row's)"""
     agent_order: Literal["random", "official"] = "random"
     """the guider's decoding order (algorithm.md §3): `random` = a random order per env and step, stored and
@@ -181,7 +187,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 
-from utils import random_policy_score
+from utils import check_requirements, random_policy_score
 from utils.jumanji import DEFAULT_SCENARIOS, check_task, make_env
 from utils.protocol import PARAMS_CSV, apply_paper_protocol, as_flags, read_rows
 
@@ -739,7 +745,7 @@ def absolute_metric(best_learner, eval_envs, device, args, writer, step):
 
 
 # ---------------------------------------------------------------------------------------------
-# INFRA: long runs: checkpoints, --resume, Ctrl-C, the non-finite guard, progress (README "Long runs");
+# INFRA: long runs: checkpoints, --resume, Ctrl-C, the non-finite guard, progress (docs/usage.md, "Long runs");
 # the same in every training script
 # ---------------------------------------------------------------------------------------------
 CHECKPOINT_VERSION = 1
@@ -919,7 +925,9 @@ def paper_defaults(scenario):
     row = read_rows().get(("magpo", scenario))
     if row is None:
         raise ValueError(f"{PARAMS_CSV} has no MAGPO row for task {scenario!r}")
-    types = {f.name: f.type for f in fields(Args)}
+    types = {
+        f.name: typing.get_args(f.type)[0] for f in fields(Args) if f.name in PAPER_COLUMNS
+    }  # Annotated[type, ROW]
     return {name: types[name](row[column]) for name, column in PAPER_COLUMNS.items()}
 
 
@@ -933,10 +941,35 @@ def apply_paper_defaults(args, given):
             setattr(args, name, value)
 
 
+# INFRA: what every training script checks first, so that these fail before a run directory exists rather
+# than late: numpy seeds its global generator from [0, 2**32 - 1]; the exp_name becomes part of one directory
+# name; and a NaN or inf in a float flag would only show up as the non-finite guard stopping the run.
+EXP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+MAX_SEED = 2**32 - 1
+
+
+def check_run_flags(args, infinite_ok=("delta",)):
+    """The flags every training script shares, checked before anything is built (raises ValueError): the seed,
+    the exp_name, and every float flag finite (`--delta inf`, MAGPO without the tether, is the one inf allowed)."""
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be in [0, {MAX_SEED}] (numpy's seed range), got {args.seed}")
+    if args.exp_name is not None and not EXP_NAME.fullmatch(args.exp_name):
+        raise ValueError(
+            f"--exp-name must be one directory name, 1-100 of the characters A-Z a-z 0-9 _ . + - (not starting "
+            f"with . + -), got {args.exp_name!r}"
+        )
+    for f in fields(args):
+        value = getattr(args, f.name)
+        if isinstance(value, float) and not math.isfinite(value) and not (f.name in infinite_ok and value == math.inf):
+            allowed = " (or inf)" if f.name in infinite_ok else ""
+            raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number{allowed}, got {value}")
+
+
 def validate_args(args: Args) -> None:
     """Reject bad input before any environment or network is built (raises ValueError).
 
     The task is checked against the table of the paper's tasks in utils/jumanji.py (no JAX import)."""
+    check_run_flags(args)
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "eval_interval",
                  "num_eval_episodes", "torch_threads"):  # fmt: skip
         if getattr(args, name) < 1:
@@ -979,6 +1012,7 @@ def validate_args(args: Args) -> None:
         if not ok:
             raise ValueError(message)
     check_task(args.env, args.scenario or DEFAULT_SCENARIOS.get(args.env))
+    check_requirements("jumanji", "magpo_jumanji.py")  # JAX and jumanji: the light core install has neither
 
 
 if __name__ == "__main__":
@@ -1015,6 +1049,11 @@ if __name__ == "__main__":
     run_name = os.path.basename(os.path.normpath(args.resume)) if args.resume else None
     run_name = run_name or f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = args.resume or f"runs/{run_name}"
+    if checkpoint is not None:
+        print(
+            f"resumed {os.path.normpath(run_dir)} at step {checkpoint['global_step']} "
+            f"(iteration {checkpoint['iteration']} of {args.num_iterations})"
+        )
     # INFRA: tracking
     if args.track:
         try:

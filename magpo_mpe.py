@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import copy
 import math
 import random
+import re
 import signal
 import sys
 import tempfile
@@ -61,7 +62,7 @@ class Args:
     """whether to save the learner, the guider and the args to `runs/{run_name}`"""
     checkpoint_interval: int = 0
     """write the full training state to `runs/{run_name}/checkpoint.pt` every this many environment steps
-    (0: every --eval-interval), at the end of the run and on Ctrl-C / SIGTERM (README, "Long runs")"""
+    (0: every --eval-interval), at the end of the run and on Ctrl-C / SIGTERM (docs/usage.md, "Long runs")"""
     resume: str | None = None
     """continue the run in this directory (`runs/<run>`) from its checkpoint.pt, with its saved arguments;
     only --total-timesteps, --checkpoint-interval, --torch-threads, --track, --wandb-*, --save-model may change"""
@@ -83,7 +84,7 @@ class Args:
 
     # Algorithm (defaults: the paper's simple_spread_3ag row, algorithm.md §14, except the budget and minibatches)
     protocol: Literal["default", "paper"] = "default"
-    """`paper`: the official code's set-up for this task (utils/protocol.py, README "The paper's protocol"): its
+    """`paper`: the official code's set-up for this task (utils/protocol.py, docs/environments.md, "The paper's protocol"): its
     params.csv row (minibatches, epochs, lr, clip, entropy, max-grad-norm, alpha, delta, guider sizes), 2 x 64
     envs per update (`--num-envs 128`), 20M steps evaluated every 10 updates, `--no-norm-value` (the value clip in
     raw units), `--agent-order official`; flags given on the command line win"""
@@ -714,7 +715,7 @@ def absolute_metric(best_learner, eval_envs, device, args, writer, step):
 
 
 # ---------------------------------------------------------------------------------------------
-# INFRA: long runs: checkpoints, --resume, Ctrl-C, the non-finite guard, progress (README "Long runs");
+# INFRA: long runs: checkpoints, --resume, Ctrl-C, the non-finite guard, progress (docs/usage.md, "Long runs");
 # the same in every training script
 # ---------------------------------------------------------------------------------------------
 CHECKPOINT_VERSION = 1
@@ -875,8 +876,33 @@ def progress(global_step, total_steps, start_step, start_time, last_eval):
     return int(sps), f"{global_step}/{total_steps} steps, ETA {eta}, last eval {score} at step {step}"
 
 
+# INFRA: what every training script checks first, so that these fail before a run directory exists rather
+# than late: numpy seeds its global generator from [0, 2**32 - 1]; the exp_name becomes part of one directory
+# name; and a NaN or inf in a float flag would only show up as the non-finite guard stopping the run.
+EXP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+MAX_SEED = 2**32 - 1
+
+
+def check_run_flags(args, infinite_ok=("delta",)):
+    """The flags every training script shares, checked before anything is built (raises ValueError): the seed,
+    the exp_name, and every float flag finite (`--delta inf`, MAGPO without the tether, is the one inf allowed)."""
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be in [0, {MAX_SEED}] (numpy's seed range), got {args.seed}")
+    if args.exp_name is not None and not EXP_NAME.fullmatch(args.exp_name):
+        raise ValueError(
+            f"--exp-name must be one directory name, 1-100 of the characters A-Z a-z 0-9 _ . + - (not starting "
+            f"with . + -), got {args.exp_name!r}"
+        )
+    for f in fields(args):
+        value = getattr(args, f.name)
+        if isinstance(value, float) and not math.isfinite(value) and not (f.name in infinite_ok and value == math.inf):
+            allowed = " (or inf)" if f.name in infinite_ok else ""
+            raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number{allowed}, got {value}")
+
+
 def validate_args(args: Args) -> None:
     """Reject bad input before any environment or network is built (raises ValueError)."""
+    check_run_flags(args)
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "max_cycles", "eval_interval",
                  "num_eval_episodes", "torch_threads"):  # fmt: skip
         if getattr(args, name) < 1:
@@ -952,6 +978,11 @@ if __name__ == "__main__":
     run_name = os.path.basename(os.path.normpath(args.resume)) if args.resume else None
     run_name = run_name or f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = args.resume or f"runs/{run_name}"
+    if checkpoint is not None:
+        print(
+            f"resumed {os.path.normpath(run_dir)} at step {checkpoint['global_step']} "
+            f"(iteration {checkpoint['iteration']} of {args.num_iterations})"
+        )
     # INFRA: tracking
     if args.track:
         try:

@@ -33,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import copy
 import math
 import random
+import re
 import signal
 import sys
 import tempfile
@@ -77,7 +78,7 @@ class Args:
     """whether to save the actor (final and best), the critic and the args to `runs/{run_name}`"""
     checkpoint_interval: int = 0
     """write the full training state to `runs/{run_name}/checkpoint.pt` every this many environment steps
-    (0: every --eval-interval), at the end of the run and on Ctrl-C / SIGTERM (README, "Long runs")"""
+    (0: every --eval-interval), at the end of the run and on Ctrl-C / SIGTERM (docs/usage.md, "Long runs")"""
     resume: str | None = None
     """continue the run in this directory (`runs/<run>`) from its checkpoint.pt, with its saved arguments;
     only --total-timesteps, --checkpoint-interval, --torch-threads, --track, --wandb-*, --save-model may change"""
@@ -120,7 +121,7 @@ class Args:
 
     # Algorithm (defaults: recurrent MAPPO of Yu et al. 2022, with MAGPO's rollout, budget and lr)
     protocol: Literal["default", "paper"] = "default"
-    """`paper`: the official code's set-up for this task (utils/protocol.py, README "The paper's protocol"): the
+    """`paper`: the official code's set-up for this task (utils/protocol.py, docs/environments.md, "The paper's protocol"): the
     params.csv row of MAPPO / IPPO where the paper tuned one (CoordSum), else rec_mappo.yaml's defaults; 2 x 64
     envs per update (`--num-envs 128`), 20M steps evaluated every 10 updates, `vf_coef` 0.5, `--no-norm-value` (the
     value clip in raw units) and, on CoordSum, `--coordsum-obs raw`; flags given on the command line win"""
@@ -197,7 +198,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 
-from utils import EpisodeRecorder, random_policy_score
+from utils import ENV_FAMILY, EpisodeRecorder, check_requirements, random_policy_score
 from utils.coordsum import SCENARIOS
 from utils.jumanji import DEFAULT_SCENARIOS, FAMILIES, check_task
 from utils.protocol import apply_paper_protocol, as_flags
@@ -578,7 +579,7 @@ def absolute_metric(best_learner, eval_envs, device, args, writer, step):
 
 
 # ---------------------------------------------------------------------------------------------
-# INFRA: long runs: checkpoints, --resume, Ctrl-C, the non-finite guard, progress (README "Long runs");
+# INFRA: long runs: checkpoints, --resume, Ctrl-C, the non-finite guard, progress (docs/usage.md, "Long runs");
 # the same in every training script
 # ---------------------------------------------------------------------------------------------
 CHECKPOINT_VERSION = 1
@@ -739,8 +740,33 @@ def progress(global_step, total_steps, start_step, start_time, last_eval):
     return int(sps), f"{global_step}/{total_steps} steps, ETA {eta}, last eval {score} at step {step}"
 
 
+# INFRA: what every training script checks first, so that these fail before a run directory exists rather
+# than late: numpy seeds its global generator from [0, 2**32 - 1]; the exp_name becomes part of one directory
+# name; and a NaN or inf in a float flag would only show up as the non-finite guard stopping the run.
+EXP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+MAX_SEED = 2**32 - 1
+
+
+def check_run_flags(args, infinite_ok=("delta",)):
+    """The flags every training script shares, checked before anything is built (raises ValueError): the seed,
+    the exp_name, and every float flag finite (`--delta inf`, MAGPO without the tether, is the one inf allowed)."""
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be in [0, {MAX_SEED}] (numpy's seed range), got {args.seed}")
+    if args.exp_name is not None and not EXP_NAME.fullmatch(args.exp_name):
+        raise ValueError(
+            f"--exp-name must be one directory name, 1-100 of the characters A-Z a-z 0-9 _ . + - (not starting "
+            f"with . + -), got {args.exp_name!r}"
+        )
+    for f in fields(args):
+        value = getattr(args, f.name)
+        if isinstance(value, float) and not math.isfinite(value) and not (f.name in infinite_ok and value == math.inf):
+            allowed = " (or inf)" if f.name in infinite_ok else ""
+            raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number{allowed}, got {value}")
+
+
 def validate_args(args: Args) -> None:
     """Reject bad input before any environment or network is built (raises ValueError)."""
+    check_run_flags(args)
     # ENV-SPECIFIC checks first: a flag of another env, changed from its default, would be ignored
     if args.env not in ENV_FLAGS:
         raise ValueError(f"unknown --env {args.env!r}; choose one of {list(ENV_FLAGS)}")
@@ -802,6 +828,8 @@ def validate_args(args: Args) -> None:
         check_map_name(args.map_name)  # against JaxMARL's registry, copied in utils/smax.py (no JAX import)
     if args.env in FAMILIES:
         check_task(args.env, args.scenario or SCENARIO_DEFAULTS[args.env])  # the paper's tasks (no JAX import)
+    if args.env in ENV_FAMILY:  # SMAX and jumanji run in JAX, which the light core install does not have
+        check_requirements(ENV_FAMILY[args.env], f"--env {args.env}")
 
 
 if __name__ == "__main__":
@@ -812,6 +840,8 @@ if __name__ == "__main__":
             checkpoint, args = load_checkpoint(args.resume, os.path.basename(__file__), sys.argv[1:], args)
         except ValueError as error:
             sys.exit(f"error: {error}")
+    if args.exp_name is None:
+        args.exp_name = "ippo_baseline" if args.ippo else "mappo_baseline"
     if checkpoint is None and args.protocol == "paper":  # a resumed run has its protocol in its saved args
         paper_task = {"mpe": task_name(args), "smax": args.map_name}.get(args.env)
         paper_task = paper_task or args.scenario or SCENARIO_DEFAULTS[args.env]  # CoordSum and jumanji: the scenario
@@ -823,8 +853,6 @@ if __name__ == "__main__":
         validate_args(args)
     except ValueError as error:
         sys.exit(f"error: {error}")
-    if args.exp_name is None:
-        args.exp_name = "ippo_baseline" if args.ippo else "mappo_baseline"
     if args.scenario is None:
         args.scenario = SCENARIO_DEFAULTS.get(args.env)  # saved with the run: enjoy.py rebuilds the same env
     args.batch_size = args.num_envs * args.num_steps
@@ -861,6 +889,11 @@ if __name__ == "__main__":
     run_name = os.path.basename(os.path.normpath(args.resume)) if args.resume else None
     run_name = run_name or f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = args.resume or f"runs/{run_name}"
+    if checkpoint is not None:
+        print(
+            f"resumed {os.path.normpath(run_dir)} at step {checkpoint['global_step']} "
+            f"(iteration {checkpoint['iteration']} of {args.num_iterations})"
+        )
     # INFRA: tracking
     if args.track:
         try:

@@ -127,6 +127,10 @@ CASES = {
 }  # fmt: skip
 
 
+# One tiny run of every training script, the quick check's end-to-end part (tests/conftest.py)
+QUICK_RUNS = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum")
+
+
 def run_case(case, args, cwd, timeout=300):
     """Run a case's script with its tiny arguments and `args` from `cwd`."""
     return run_script(case.script, [*case.args, *args], cwd, timeout=timeout, fast_compile=case.fast_compile)

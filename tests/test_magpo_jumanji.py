@@ -3,9 +3,13 @@ utils/paper_params.csv (the official params.csv), the row becomes the run's defa
 wins over it. (The script's runs are tests/test_scripts.py's and tests/test_resume.py's cases.)"""
 
 import dataclasses
+import subprocess
+import sys
+import typing
 
 import pytest
 import tyro
+from helpers import REPO
 
 import magpo_jumanji
 from utils.jumanji import ENV_NAMES, TASKS, family_of
@@ -31,7 +35,7 @@ def test_the_table_has_one_magpo_row_per_paper_task():
 def test_every_task_gets_its_row(env, scenario):
     defaults = magpo_jumanji.paper_defaults(scenario)
     assert set(defaults) == set(magpo_jumanji.PAPER_COLUMNS)
-    types = {f.name: f.type for f in dataclasses.fields(magpo_jumanji.Args)}
+    types = {f.name: typing.get_args(f.type)[0] for f in dataclasses.fields(magpo_jumanji.Args) if f.name in defaults}
     assert all(type(value) is types[name] for name, value in defaults.items()), defaults
     args = magpo_jumanji.Args(env=env, scenario=scenario)
     magpo_jumanji.apply_paper_defaults(args, given=set())
@@ -53,11 +57,19 @@ def test_spot_checks_against_the_official_table():
 
 
 def test_the_dataclass_defaults_are_the_default_tasks_row():
-    """`--help` shows the defaults of the default task (RWARE tiny-2ag)."""
+    """The dataclass holds the default task's row (RWARE tiny-2ag), and `--help` says that every row field's
+    default is the chosen task's row rather than showing tiny-2ag's values as everyone's."""
     args = magpo_jumanji.Args()
     assert (args.env, args.scenario) == ("rware", None)
     for name, value in magpo_jumanji.paper_defaults("tiny-2ag").items():
         assert getattr(args, name) == value, name
+    result = subprocess.run([sys.executable, "magpo_jumanji.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    text = " ".join(result.stdout.replace("│", " ").split())  # the help box's text, unwrapped
+    for name in magpo_jumanji.PAPER_COLUMNS:
+        flag = "--" + name.replace("_", "-")
+        entry = text.split(f" {flag} ", 1)[1]
+        assert entry[entry.index("(default:") :].startswith("(default: the --scenario's tuned MAGPO row"), flag
+    assert "(default: 0.001)" not in text  # tiny-2ag's learning rate, no longer shown as everyone's default
 
 
 def parse(argv):

@@ -70,12 +70,31 @@ def test_unknown_task_or_system_is_an_error():
 
 
 def test_given_flags_win_and_missing_fields_are_skipped():
-    args = SimpleNamespace(num_envs=4, clip_coef=0.2, learning_rate=1.0, norm_value=True, env="mpe", coordsum_obs="x")
+    args = SimpleNamespace(
+        exp_name="mappo_baseline",
+        num_envs=4,
+        clip_coef=0.2,
+        learning_rate=1.0,
+        norm_value=True,
+        env="mpe",
+        coordsum_obs="x",
+    )
     note, changed = apply_paper_protocol(args, "mappo", "3x10", given={"num_envs", "learning_rate"})
     assert args.num_envs == 4 and args.learning_rate == 1.0  # given: kept
     assert args.clip_coef == 0.05 and args.norm_value is False  # from the row
     assert args.coordsum_obs == "x"  # a CoordSum flag, and this run is --env mpe
     assert not hasattr(args, "alpha") and ("clip_coef", 0.05) in changed
+    assert args.exp_name == "mappo_baseline_paper" and ("exp_name", "mappo_baseline_paper") in changed
+
+
+def test_the_paper_protocol_names_its_runs_unless_told():
+    """Runs under --protocol paper get their own exp_name, so plot.py never pools them with default runs."""
+    args = SimpleNamespace(exp_name="magpo_coordsum", num_envs=4)
+    apply_paper_protocol(args, "magpo", "3x10", given=set())
+    assert args.exp_name == "magpo_coordsum_paper"
+    args = SimpleNamespace(exp_name="mine", num_envs=4)
+    apply_paper_protocol(args, "magpo", "3x10", given={"exp_name"})
+    assert args.exp_name == "mine"
     assert as_flags([("num_envs", 128), ("norm_value", False), ("anneal_lr", True)]) == (
         "--num-envs 128 --no-norm-value --anneal-lr"
     )
@@ -107,3 +126,4 @@ def test_each_script_applies_the_protocol(tmp_path, name):
             continue
         assert saved[field] == value, field
     assert saved["num_envs"] == 4 and saved["update_epochs"] == 2  # the tiny run's own flags
+    assert saved["exp_name"].endswith("_paper") and f"__{saved['exp_name']}__" in only_run_dir(tmp_path)

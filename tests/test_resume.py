@@ -1,4 +1,4 @@
-"""Long runs (README, "Long runs: checkpoints and resume"): N updates + --resume + N updates is bit-identical
+"""Long runs (docs/usage.md, "Long runs: checkpoints and resume"): N updates + --resume + N updates is bit-identical
 to 2N updates straight (every losses/, eval/, magpo/ point and the final parameters) for every training
 script; Ctrl-C and SIGTERM on a real run, then --resume, reach the same numbers as an uninterrupted run;
 the non-finite guard; bad checkpoints and changed flags are refused without writing anything."""
@@ -51,7 +51,8 @@ def ok(result):
 
 @pytest.fixture(scope="module")
 def legs(tmp_path_factory):
-    """get(name) -> (straight run dir, resumed run dir, first leg's stdout), each case run once per module."""
+    """get(name) -> (straight run dir, resumed run dir, first leg's stdout, second leg's stdout), each case run
+    once per module."""
     cache = {}
 
     def get(name):
@@ -66,8 +67,8 @@ def legs(tmp_path_factory):
             first = ok(run_case(case, [*common, "--total-timesteps", str(n)], legs_cwd))
             run_dir = only_run_dir(legs_cwd)
             resume = ["--resume", os.path.relpath(run_dir, legs_cwd), "--total-timesteps", str(2 * n), "--save-model"]
-            ok(run_script(case.script, resume, legs_cwd, fast_compile=case.fast_compile))
-            cache[name] = only_run_dir(straight_cwd), run_dir, first.stdout
+            second = ok(run_script(case.script, resume, legs_cwd, fast_compile=case.fast_compile))
+            cache[name] = only_run_dir(straight_cwd), run_dir, first.stdout, second.stdout
         return cache[name]
 
     return get
@@ -75,8 +76,10 @@ def legs(tmp_path_factory):
 
 @pytest.mark.parametrize("name", RESUME_CASES)
 def test_resume_is_bit_identical_to_a_straight_run(legs, name):
-    straight, resumed, first_stdout = legs(name)
+    straight, resumed, first_stdout, second_stdout = legs(name)
     assert "absolute metric" in first_stdout  # the first leg did end with its own final evaluation ...
+    # the resumed leg says so, with where it continues from (a one-iteration first leg of two)
+    assert f"resumed runs/{os.path.basename(resumed)} at step {batch(CASES[name])} (iteration 1 of 2)" in second_stdout
     assert_same_numbers([straight, resumed])  # ... which the resumed run dropped (and nothing else)
     assert_same_parameters([straight, resumed])
     checkpoint = torch.load(os.path.join(resumed, "checkpoint.pt"), weights_only=False)
@@ -186,7 +189,7 @@ def refused(script, args, cwd, match):
 @pytest.fixture
 def finished(legs, tmp_path):
     """A copy of the MPE resumed run (2 iterations done) in tmp_path: (cwd, run dir relative to it)."""
-    _, resumed, _ = legs("magpo_mpe")
+    _, resumed, _, _ = legs("magpo_mpe")
     shutil.copytree(resumed, tmp_path / "runs" / os.path.basename(resumed))
     return tmp_path, os.path.join("runs", os.path.basename(resumed))
 

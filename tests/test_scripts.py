@@ -26,9 +26,14 @@ def twice(request, seed7_runs):
     return seed7_runs(request.param)
 
 
+@pytest.fixture(params=list(CASES))
+def once(request, seed7_runs):
+    return seed7_runs(request.param, runs=1)
+
+
 @pytest.mark.xdist_group("seed7_runs")
-def test_tiny_run_writes_tags_model_and_says_where(twice):
-    case, (run_dir, _), (stdout, _) = twice
+def test_tiny_run_writes_tags_model_and_says_where(once):
+    case, (run_dir,), (stdout,) = once
     assert os.path.basename(run_dir).startswith(f"{case.prefix}__7__"), run_dir
     tags = scalars(run_dir)
     assert case.tags <= set(tags), case.tags - set(tags)
@@ -149,9 +154,19 @@ COMMON_BAD = [
     ({"num_eval_episodes": 0}, "--num-eval-episodes must be >= 1"),
     ({"gae_lambda": 1.5}, "--gae-lambda must be in [0, 1]"),
     ({"clip_coef": 0.0}, "--clip-coef must be > 0"),
+    # checked first by every script (check_run_flags): numpy's seed range, one directory name, finite floats
+    ({"seed": -1}, "--seed must be in [0, 4294967295] (numpy's seed range), got -1"),
+    ({"seed": 2**32}, "--seed must be in [0, 4294967295] (numpy's seed range), got 4294967296"),
+    ({"exp_name": "a/b"}, "--exp-name must be one directory name"),
+    ({"exp_name": ".."}, "--exp-name must be one directory name"),
+    ({"exp_name": ""}, "--exp-name must be one directory name"),
+    ({"learning_rate": float("inf")}, "--learning-rate must be a finite number, got inf"),
+    ({"gamma": float("nan")}, "--gamma must be a finite number, got nan"),
+    ({"max_grad_norm": -float("inf")}, "--max-grad-norm must be a finite number, got -inf"),
 ]
 MAGPO_BAD = [
     ({"delta": 1.0}, "--delta must be > 1"),
+    ({"delta": float("nan")}, "--delta must be a finite number (or inf), got nan"),  # inf is allowed: no tether
     ({"alpha": -1.0}, "--alpha must be >= 0"),
     ({"guider_dim": 10, "guider_heads": 3}, "--guider-dim (10) must be divisible by --guider-heads (3)"),
 ]
@@ -210,6 +225,35 @@ def test_bad_input_is_one_line_error_and_builds_nothing(tmp_path, name):
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "runs"), "nothing may be built before the input is checked"
+
+
+# The edges that used to fail late: a numpy traceback after the run directory existed (--seed), a crash while
+# saving the trained model (--exp-name), a run stopped by the non-finite guard (--learning-rate inf)
+LATE_FAILURES = [
+    ["--seed", "-1"],
+    ["--seed", "4294967296"],
+    ["--exp-name", "a/b", "--save-model"],
+    ["--learning-rate", "inf"],
+]
+SCRIPTS = ["magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum"]
+
+
+@pytest.mark.parametrize(
+    "name, flags",
+    [(n, f) for n in SCRIPTS for f in LATE_FAILURES],
+    ids=lambda x: " ".join(x) if isinstance(x, list) else x,
+)
+def test_flags_that_used_to_fail_late_are_one_line_errors(tmp_path, name, flags):
+    result = run_case(CASES[name], flags, tmp_path, timeout=120)
+    assert result.returncode == 1 and result.stderr.startswith(f"error: {flags[0]} ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not os.path.exists(tmp_path / "runs"), "nothing may be written before the input is checked"
+
+
+def test_the_largest_seed_runs(tmp_path):
+    """The top of the range works end to end: the evaluation envs' seed (seed + 10,000) is past 2**32 - 1."""
+    result = run_case(CASES["magpo_coordsum"], ["--seed", "4294967295"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("script", list(BAD))

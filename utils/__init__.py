@@ -25,18 +25,45 @@ state() -> (B, state_dim) float32
 get_state() -> dict
     a copy of everything the env's next outputs depend on (its random stream: numpy Generator or JAX
     key; its episodes: positions, targets, step counters, running returns, ...), picklable with
-    torch.save. What the training scripts' checkpoints hold (README, "Long runs").
+    torch.save. What the training scripts' checkpoints hold (docs/usage.md, "Long runs").
 set_state(state)
     restores it: on an env built with the same arguments, set_state(other.get_state()) makes every
     later reset()/step() give what `other`'s would.
 close()
 
 Everything is numpy; the scripts move it to their torch device.
+
+`check_requirements(family, what)`: the light core install (requirements.txt) has no JAX; SMAX, jumanji's
+environments and benchmark.py's Ray each come with their own requirements file, and a script that needs one
+checks for it before it builds anything.
 """
 
 import copy
+import importlib.util
 
 import numpy as np
+
+# The optional families of requirements (requirements/requirements-<family>.txt, each installs the core too):
+# the top-level packages each one brings that the code here imports
+REQUIREMENTS = {"smax": ("jax", "jaxmarl", "flax"), "jumanji": ("jax", "jumanji"), "ray": ("ray",)}
+ENV_FAMILY = {"smax": "smax", "rware": "jumanji", "lbf": "jumanji", "connector": "jumanji"}
+
+
+def check_requirements(family: str, what: str) -> None:
+    """Raise ValueError, with the install command, if a package of `family` (REQUIREMENTS) is missing; `what`
+    is who needs it (`magpo_smax.py`, `--env lbf`). Looks the packages up without importing them."""
+    missing = []
+    for name in REQUIREMENTS[family]:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken or blocked package counts as missing
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise ValueError(
+            f"{what} needs {', '.join(missing)}, not installed here: pip install -r requirements/requirements-{family}.txt"
+        )
 
 
 class VecEnv:

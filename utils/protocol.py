@@ -1,4 +1,4 @@
-"""The paper's protocol as data: `--protocol paper` in every training script (README, "The paper's protocol").
+"""The paper's protocol as data: `--protocol paper` in every training script (docs/environments.md, "The paper's protocol").
 
 `utils/paper_params.csv` is the official repository's `experiment_data/params.csv`, unchanged, from
 liyheng/MAGPO at commit d2ac38b9d695624bdce62743a18b175c6fe03d83: the tuned hyperparameters the paper ran, one
@@ -100,10 +100,14 @@ def paper_protocol(system, task):
 
 def apply_paper_protocol(args, system, task, given):
     """Set `args`' fields to the paper's protocol, except the fields in `given` (the flags the command line
-    set) and the fields this script does not have (e.g. `coordsum_obs` off CoordSum). Returns the note and
-    the [(field, value)] it changed, for the script to print."""
+    set) and the fields this script does not have (e.g. `coordsum_obs` off CoordSum), and add `_paper` to the
+    exp_name unless `--exp-name` was given. Returns the note and the [(field, value)] it changed, for the script
+    to print."""
     settings, note = paper_protocol(system, task)
     changed = []
+    if "exp_name" not in given:  # its own name, so plot.py never pools paper runs with default-protocol runs
+        args.exp_name = f"{args.exp_name}_paper"
+        changed.append(("exp_name", args.exp_name))
     for name, value in settings.items():
         if name in given or not hasattr(args, name):
             continue
