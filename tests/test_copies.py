@@ -35,13 +35,13 @@ BASELINE_SHARED = (
     "to_env_action",
 )  # fmt: skip
 
-# Long runs (checkpoints, --resume, interrupts, the non-finite guard, progress): the same INFRA block in
-# every training script, the baseline included.
+# Long runs (checkpoints, --resume, interrupts, the non-finite guard, progress) and the flags every run checks
+# first (seed, exp_name, finite floats): the same INFRA block in every training script, the baseline included.
 TRAINING_SCRIPTS = (*MAGPO_SCRIPTS, "mappo_baseline.py")
 LONG_RUN_SHARED = (
     "CHECKPOINT_VERSION", "RESUMABLE_FLAGS", "INJECT_NAN_AT", "STOP", "on_signal", "RunWriter", "rng_states",
     "set_rng_states", "save_checkpoint", "stop_run", "given_flags", "load_checkpoint", "check_resumable",
-    "check_finite", "progress",
+    "check_finite", "progress", "EXP_NAME", "MAX_SEED", "check_run_flags",
 )  # fmt: skip
 
 
