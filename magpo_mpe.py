@@ -84,7 +84,7 @@ class Args:
 
     # Algorithm (defaults: the paper's simple_spread_3ag row, algorithm.md §14, except the budget and minibatches)
     protocol: Literal["default", "paper"] = "default"
-    """`paper`: the official code's set-up for this task (utils/protocol.py, docs/environments.md, "The paper's protocol"): its
+    """`paper`: the official code's set-up for this task (utils/protocol.py, docs/environments.md): its
     params.csv row (minibatches, epochs, lr, clip, entropy, max-grad-norm, alpha, delta, guider sizes), 2 x 64
     envs per update (`--num-envs 128`), 20M steps evaluated every 10 updates, `--no-norm-value` (the value clip in
     raw units), `--agent-order official`; flags given on the command line win"""

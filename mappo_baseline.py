@@ -121,7 +121,7 @@ class Args:
 
     # Algorithm (defaults: recurrent MAPPO of Yu et al. 2022, with MAGPO's rollout, budget and lr)
     protocol: Literal["default", "paper"] = "default"
-    """`paper`: the official code's set-up for this task (utils/protocol.py, docs/environments.md, "The paper's protocol"): the
+    """`paper`: the official code's set-up for this task (utils/protocol.py, docs/environments.md): the
     params.csv row of MAPPO / IPPO where the paper tuned one (CoordSum), else rec_mappo.yaml's defaults; 2 x 64
     envs per update (`--num-envs 128`), 20M steps evaluated every 10 updates, `vf_coef` 0.5, `--no-norm-value` (the
     value clip in raw units) and, on CoordSum, `--coordsum-obs raw`; flags given on the command line win"""

@@ -62,7 +62,8 @@ def check_requirements(family: str, what: str) -> None:
             missing.append(name)
     if missing:
         raise ValueError(
-            f"{what} needs {', '.join(missing)}, not installed here: pip install -r requirements/requirements-{family}.txt"
+            f"{what} needs {', '.join(missing)}, not installed here: "
+            f"pip install -r requirements/requirements-{family}.txt"
         )
 
 

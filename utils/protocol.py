@@ -1,4 +1,4 @@
-"""The paper's protocol as data: `--protocol paper` in every training script (docs/environments.md, "The paper's protocol").
+"""The paper's protocol as data: `--protocol paper` in every training script (docs/environments.md).
 
 `utils/paper_params.csv` is the official repository's `experiment_data/params.csv`, unchanged, from
 liyheng/MAGPO at commit d2ac38b9d695624bdce62743a18b175c6fe03d83: the tuned hyperparameters the paper ran, one
