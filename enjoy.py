@@ -165,8 +165,9 @@ def build_policy(checkpoint, policy="learner", which="best"):
 if __name__ == "__main__":
     try:
         checkpoint = load_checkpoint(args.model_path)
-        if env_family(checkpoint) in ENV_FAMILY:  # SMAX and jumanji run in JAX, which the light core install lacks
-            check_requirements(ENV_FAMILY[env_family(checkpoint)], f"a {env_family(checkpoint)} model")
+        family = env_family(checkpoint)
+        if family in ENV_FAMILY:  # SMAX and jumanji run in JAX, which the light core install lacks
+            check_requirements(ENV_FAMILY[family], f"a {family} model")
         torch.set_num_threads(args.torch_threads)
         torch.manual_seed(args.seed)
         module, network, hidden = build_policy(checkpoint, args.policy, args.checkpoint)
@@ -174,7 +175,6 @@ if __name__ == "__main__":
     except ValueError as error:
         sys.exit(f"error: {error}")
 
-    family = env_family(checkpoint)
     gif = args.gif and family in ("mpe", *JUMANJI_FAMILIES)  # CoordSum and SMAX have nothing to draw
     if gif and family == "mpe":
         envs = EpisodeRecorder(envs)

@@ -45,9 +45,8 @@ import signal
 import sys
 import tempfile
 import time
-import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import tyro
 
@@ -925,9 +924,7 @@ def paper_defaults(scenario):
     row = read_rows().get(("magpo", scenario))
     if row is None:
         raise ValueError(f"{PARAMS_CSV} has no MAGPO row for task {scenario!r}")
-    types = {
-        f.name: typing.get_args(f.type)[0] for f in fields(Args) if f.name in PAPER_COLUMNS
-    }  # Annotated[type, ROW]
+    types = {f.name: get_args(f.type)[0] for f in fields(Args) if f.name in PAPER_COLUMNS}  # Annotated[type, ROW]
     return {name: types[name](row[column]) for name, column in PAPER_COLUMNS.items()}
 
 

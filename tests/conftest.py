@@ -28,7 +28,7 @@ def seed7_runs(tmp_path_factory):
     return get
 
 
-# The quick check to run while editing (README): `python -m pytest -m quick`, about two minutes on 2 cores. The
+# The quick check to run while editing (README): `python -m pytest -m quick`, about a minute on 2 cores. The
 # math, the environments' interface and their numpy implementations, one tiny end-to-end run of every training
 # script (and its bad input), the copies guard, the requirements, the docs and the style. Named here, by module
 # or by test, so that the list is in one place; the full suite (no -m) still runs everything.

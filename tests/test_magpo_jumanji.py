@@ -5,7 +5,7 @@ wins over it. (The script's runs are tests/test_scripts.py's and tests/test_resu
 import dataclasses
 import subprocess
 import sys
-import typing
+from typing import get_args
 
 import pytest
 import tyro
@@ -35,7 +35,7 @@ def test_the_table_has_one_magpo_row_per_paper_task():
 def test_every_task_gets_its_row(env, scenario):
     defaults = magpo_jumanji.paper_defaults(scenario)
     assert set(defaults) == set(magpo_jumanji.PAPER_COLUMNS)
-    types = {f.name: typing.get_args(f.type)[0] for f in dataclasses.fields(magpo_jumanji.Args) if f.name in defaults}
+    types = {f.name: get_args(f.type)[0] for f in dataclasses.fields(magpo_jumanji.Args) if f.name in defaults}
     assert all(type(value) is types[name] for name, value in defaults.items()), defaults
     args = magpo_jumanji.Args(env=env, scenario=scenario)
     magpo_jumanji.apply_paper_defaults(args, given=set())
