@@ -235,6 +235,21 @@ GRIDS = {
             ("rware", "tiny-2ag", B1M + " --save-model"),
         ]
     },
+    # docs/results.md's HAPPO rows: happo_baseline.py at its defaults (mappo_baseline.py's) at the budgets of the
+    # MAPPO runs it is set beside (c2-c3-1m on CoordSum 3x10, jumanji-lbf on LBF), seeds 1-3
+    "happo-results": {
+        "happo-coordsum": dict(
+            scripts=["happo_baseline.py --env coordsum"], seeds=[1, 2, 3], extra=B1M, plots={"happo_coordsum": ""}
+        ),
+        "happo-lbf": dict(
+            scripts=["happo_baseline.py --env lbf"],
+            task_flag="scenario",
+            tasks=["2s-8x8-2p-2f-coop"],
+            seeds=[1, 2, 3],
+            extra=B2M,
+            plots={"happo_lbf": ""},
+        ),
+    },
     # every task the repository supports, MAGPO against MAPPO and IPPO, on the MAGPO script's defaults
     # (budget made explicit so the baselines get the same); the paper's per-map SMAX rows are not here
     "paper-all": {
@@ -272,6 +287,7 @@ GRID_DESCRIPTIONS = {
     "paper-coordsum": "docs/reproduction.md's C2, C3 and C4 runs on CoordSum 3x10 and 5x20, at 1M and 5M steps",
     "c2-protocol": "docs/reproduction.md's \"C2 under the paper's protocol\": 3x10 and simple_spread, 1-2M steps",
     "jumanji-results": "docs/results.md's jumanji comparison: LBF 2s-8x8-2p-2f-coop (2M) and RWARE tiny-2ag (1M)",
+    "happo-results": "docs/results.md's HAPPO runs: CoordSum 3x10 (1M) and LBF 2s-8x8-2p-2f-coop (2M), seeds 1-3",
     "paper-all": "every supported MPE, SMAX and CoordSum task, MAGPO against MAPPO and IPPO, on MAGPO's defaults",
 }
 

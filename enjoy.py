@@ -22,14 +22,15 @@ from typing import Literal
 
 import tyro
 
-# Scripts whose models enjoy.py can rebuild, and the environment family of each (magpo_jumanji.py and
-# mappo_baseline.py store their family in their args: `--env`).
+# Scripts whose models enjoy.py can rebuild, and the environment family of each (magpo_jumanji.py and the
+# baselines store their family in their args: `--env`).
 SUPPORTED_SCRIPTS = {
     "magpo_mpe.py": "mpe",
     "magpo_coordsum.py": "coordsum",
     "magpo_smax.py": "smax",
     "magpo_jumanji.py": None,
     "mappo_baseline.py": None,
+    "happo_baseline.py": None,
 }
 JUMANJI_FAMILIES = ("rware", "lbf", "connector")  # drawn by jumanji's own viewer (utils/jumanji.py)
 REQUIRED_KEYS = ("script", "args", "learner", "best_learner")
@@ -145,7 +146,9 @@ def build_policy(checkpoint, policy="learner", which="best"):
     probe.close()
     if policy == "learner":
         hidden = saved_arg(checkpoint, "learner_hidden")
-        network, weights = module.Learner(*dims, hidden), checkpoint["best_learner" if which == "best" else "learner"]
+        # happo_baseline.py deploys one Learner per agent (`Actors`, the same interface); the others one shared
+        policy_class = getattr(module, "Actors", module.Learner)
+        network, weights = policy_class(*dims, hidden), checkpoint["best_learner" if which == "best" else "learner"]
     else:
         if "guider" not in checkpoint:
             raise ValueError(f"{checkpoint['script']} trains no guider; its deployed policy is --policy learner")

@@ -8,6 +8,7 @@ temporary directory) or WORKTREE, the working tree as it is now.
     python benchmarks/bench_train.py                                   # HEAD vs the working tree, all scripts
     python benchmarks/bench_train.py --revisions 80eb294 HEAD --repeats 3 --updates 3
     python benchmarks/bench_train.py --suite mpe-variants              # agent counts, discrete, mpe2 backend
+    python benchmarks/bench_train.py --suite happo --revisions WORKTREE  # HAPPO's cost beside MAPPO's
     python benchmarks/bench_train.py --scaling 64 128 256 512 1024     # --num-envs sweep, minibatch fixed
 
 Each run is the script as a user runs it (its defaults, evaluation every 10^9 steps so only the step-0
@@ -42,6 +43,19 @@ SUITES = {
         "mappo_baseline.py --env coordsum": ("mappo_baseline.py", ["--env", "coordsum"]),
         "magpo_smax.py (2s3z)": ("magpo_smax.py", []),
         "mappo_baseline.py --env smax (2s3z)": ("mappo_baseline.py", ["--env", "smax"]),
+    },
+    # issue 32: HAPPO's cost per env step against MAPPO's, both at their defaults (the same rollout and schedule)
+    "happo": {
+        "mappo_baseline.py --env mpe": ("mappo_baseline.py", ["--env", "mpe"]),
+        "happo_baseline.py --env mpe": ("happo_baseline.py", ["--env", "mpe"]),
+        "happo_baseline.py --env mpe --happo-scheme official": (
+            "happo_baseline.py",
+            ["--env", "mpe", "--happo-scheme", "official"],
+        ),
+        "mappo_baseline.py --env coordsum": ("mappo_baseline.py", ["--env", "coordsum"]),
+        "happo_baseline.py --env coordsum": ("happo_baseline.py", ["--env", "coordsum"]),
+        "mappo_baseline.py --env lbf": ("mappo_baseline.py", ["--env", "lbf"]),
+        "happo_baseline.py --env lbf": ("happo_baseline.py", ["--env", "lbf"]),
     },
     # simple_spread variants of magpo_mpe.py
     "mpe-variants": {

@@ -1,6 +1,7 @@
 """The `--cuda` path on a real GPU (by hand, whenever one is at hand; no GPU has been lent to this project yet).
 
-For each training configuration (CONFIGS below: every MAGPO script, and mappo_baseline.py on each of their envs):
+For each training configuration (CONFIGS below: every MAGPO script, mappo_baseline.py on each of their envs, and
+happo_baseline.py on MPE, CoordSum and LBF):
 
 1. **Check.** The script trains for exactly 2 updates twice, from the same seed, each in a fresh temporary
    directory: on the CPU (no `--cuda`), and on the device (`--cuda`). Their TensorBoard scalars under `losses/`,
@@ -29,13 +30,14 @@ docs/benchmarks.md, section "GPU check". On a GPU machine (Python 3.11; torch's 
 
     python benchmarks/gpu_check.py --device cpu --quick       # no GPU: this script itself, ~5 min on 2 cores
 
-How long: 8 configurations x (2 check runs + 3 throughput runs per side) = 64 runs with the CPU side. The CPU
+How long: 11 configurations x (2 check runs + 3 throughput runs per side) = 88 runs with the CPU side. The CPU
 runs go `--jobs` at once (default: half the cores), the cuda runs one at a time beside them. On the CPU, training
 runs at ~800-2,800 env-steps/s (one core, docs/benchmarks.md), so a 1,024-env run of 2 x 128 steps (262,144
 steps) takes 1.5-5.5 min, and every run pays its start-up (~8 s; ~20 s for SMAX and LBF, whose JAX envs compile).
-On the project's 2-core box `--device cpu --steps-cap 16384` took 19 min (docs/benchmarks.md, "GPU check");
+On the project's 2-core box `--device cpu --steps-cap 16384` took 19 min for the first 8 (docs/benchmarks.md, "GPU
+check");
 on a 16-core GPU box expect ~10 min (an estimate: no GPU run has been made yet), less with `--steps-cap 32768`,
-and split it by `--scripts` (the 4 MAGPO, then the 4 MAPPO configurations) to fit a short GPU lease.
+and split it by `--scripts` (the 4 MAGPO, then the 4 MAPPO and 3 HAPPO configurations) to fit a short GPU lease.
 `--device cpu` runs everything on the CPU: the check then compares two CPU runs, which must be equal (the
 repository's scripts give the same numbers for the same seed on the same machine), so this script can be tested
 without a GPU (tests/test_gpu_check.py).
@@ -75,12 +77,22 @@ CONFIGS = {
     "mappo_coordsum": ("mappo_baseline.py", ["--env", "coordsum"]),
     "mappo_smax": ("mappo_baseline.py", ["--env", "smax"]),
     "mappo_jumanji": ("mappo_baseline.py", LBF),
+    "happo_mpe": ("happo_baseline.py", ["--env", "mpe"]),
+    "happo_coordsum": ("happo_baseline.py", ["--env", "coordsum", "--happo-scheme", "official"]),
+    "happo_jumanji": ("happo_baseline.py", LBF),
 }
-JAX_ENVS = {"magpo_smax", "magpo_jumanji", "mappo_smax", "mappo_jumanji"}  # SMAX 2s3z and LBF: episodes of ~100 steps
+JAX_ENVS = {
+    "magpo_smax",
+    "magpo_jumanji",
+    "mappo_smax",
+    "mappo_jumanji",
+    "happo_jumanji",
+}  # SMAX 2s3z and LBF: episodes of ~100 steps
 # --quick: tests/helpers.py's tiny networks, 2 epochs, 20-step CoordSum episodes
 QUICK_FLAGS = {
     "magpo": ["--learner-hidden", "16", "--guider-dim", "16", "--update-epochs", "2"],
     "mappo": ["--learner-hidden", "16", "--critic-hidden", "16", "--update-epochs", "2"],
+    "happo": ["--learner-hidden", "16", "--critic-hidden", "16", "--update-epochs", "2"],
     "coordsum": ["--max-steps", "20"],
 }
 
@@ -93,7 +105,7 @@ QUICK_FLAGS = {
 # wrong mask or reset, another random stream) moves them by O(1), or crashes the run. Later points (the second
 # update, the evaluations after training) are reported but not judged: by then the parameters have drifted, and a
 # discrete action or a win can flip on a near-tie.
-COMPARED = ("losses/", "magpo/", "eval/")
+COMPARED = ("losses/", "magpo/", "happo/", "eval/")
 RTOL, ATOL = 1e-2, 1e-3
 # torch's random draws in the training scripts (tests/test_gpu_check.py checks that there are no others)
 DRAWS = ("randn_like", "rand", "multinomial")
@@ -106,7 +118,8 @@ class Args:
     CPU (the check then compares two CPU runs, which must be equal), to test this script without a GPU"""
     scripts: tuple[str, ...] = tuple(CONFIGS)
     """the configurations to run: magpo_mpe, magpo_coordsum, magpo_smax, magpo_jumanji (LBF 2s-8x8-2p-2f-coop),
-    mappo_mpe, mappo_coordsum, mappo_smax, mappo_jumanji (LBF 2s-8x8-2p-2f-coop)"""
+    mappo_mpe, mappo_coordsum, mappo_smax, mappo_jumanji (LBF 2s-8x8-2p-2f-coop), happo_mpe, happo_coordsum (the
+    official scheme), happo_jumanji (LBF 2s-8x8-2p-2f-coop)"""
     envs_list: tuple[int, ...] | None = None
     """--num-envs of the throughput runs (default 64 256 1024; 4 8 with --quick)"""
     num_steps: int | None = None
@@ -125,7 +138,7 @@ class Args:
     out: str = "plots/gpu_check.md"
     """where the tables are written (Markdown)"""
     quick: bool = False
-    """tiny networks and sizes (tests/helpers.py's TINY): tests this script (all 8 configurations: ~5 min on 2
+    """tiny networks and sizes (tests/helpers.py's TINY): tests this script (all 11 configurations: ~7 min on 2
     cores), measures nothing"""
 
 

@@ -35,6 +35,7 @@ def seed7_runs(tmp_path_factory):
 QUICK = {
     "test_magpo_math.py": None,  # None: every test of the module
     "test_theory_check.py": None,
+    "test_happo_baseline.py": None,
     "test_coordsum.py": None,
     "test_copies.py": None,
     "test_docs.py": None,

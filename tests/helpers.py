@@ -82,6 +82,11 @@ MAPPO_TAGS = {
     "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
     "losses/explained_variance", "eval/learner_return", "eval/random_return", "eval/absolute_learner_return",
 }  # fmt: skip
+HAPPO_TAGS = MAPPO_TAGS | {"happo/factor_mean", "happo/factor_max", "happo/factor_frac_above_2"}
+# happo_baseline.py: CoordSum runs the authors' scheme on contiguous chunks, MPE the reference one (the JAX
+# families run once each, as tests/test_scripts.py's variants of these two)
+HAPPO = ["--critic-hidden", "16"]
+HAPPO_OFFICIAL = ["--happo-scheme", "official", "--recurrent-chunk-size", "8"]
 
 
 @dataclasses.dataclass
@@ -124,11 +129,30 @@ CASES = {
     "mappo_jumanji": Case("mappo_baseline.py", TINY_LBF + ["--critic-hidden", "16"], "2s-10x10-3p-3f__mappo_baseline",
                           MAPPO_TAGS, "mappo_baseline.cleanrl_model", ("learner", "best_learner", "critic"),
                           [0, 256, 512]),
+    "happo_mpe": Case("happo_baseline.py", TINY + HAPPO, "simple_spread_3ag__happo_baseline", HAPPO_TAGS,
+                      "happo_baseline.cleanrl_model", ("learner", "best_learner", "critic"), [0, 128, 256]),
+    "happo_coordsum": Case("happo_baseline.py", TINY + HAPPO + HAPPO_OFFICIAL + ["--env", "coordsum"] + COORDSUM,
+                           "coordsum_3x10__happo_baseline", HAPPO_TAGS, "happo_baseline.cleanrl_model",
+                           ("learner", "best_learner", "critic"), [0, 128, 256]),
 }  # fmt: skip
 
 
+# happo_baseline.py on the JAX families: run once each (tests/test_scripts.py's variants), not by every module
+ONE_RUN_CASES = {
+    "happo_smax": Case("happo_baseline.py", TINY_SMAX + HAPPO + ["--env", "smax"], "2s3z__happo_baseline",
+                       HAPPO_TAGS | WIN_TAGS, "happo_baseline.cleanrl_model", ("learner", "best_learner", "critic"),
+                       [0, 256, 512]),
+    "happo_jumanji": Case("happo_baseline.py", TINY_LBF + HAPPO + HAPPO_OFFICIAL, "2s-10x10-3p-3f__happo_baseline",
+                          HAPPO_TAGS, "happo_baseline.cleanrl_model", ("learner", "best_learner", "critic"),
+                          [0, 256, 512]),
+    # RWARE's episodes last 500 steps: none ends in a tiny run, so it logs no episodic return while training
+    "happo_rware": Case("happo_baseline.py", TINY_SMAX + HAPPO + ["--env", "rware", "--scenario", "tiny-2ag"],
+                        "tiny-2ag__happo_baseline", HAPPO_TAGS - {"charts/episodic_return", "charts/episodic_length"},
+                        "happo_baseline.cleanrl_model", ("learner", "best_learner", "critic"), [0, 256, 512]),
+}  # fmt: skip
+
 # One tiny run of every training script, the quick check's end-to-end part (tests/conftest.py)
-QUICK_RUNS = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum")
+QUICK_RUNS = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum", "happo_coordsum")
 
 
 def run_case(case, args, cwd, timeout=300):

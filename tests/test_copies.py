@@ -37,11 +37,21 @@ BASELINE_SHARED = (
 
 # Long runs (checkpoints, --resume, interrupts, the non-finite guard, progress) and the flags every run checks
 # first (seed, exp_name, finite floats): the same INFRA block in every training script, the baseline included.
-TRAINING_SCRIPTS = (*MAGPO_SCRIPTS, "mappo_baseline.py")
+TRAINING_SCRIPTS = (*MAGPO_SCRIPTS, "mappo_baseline.py", "happo_baseline.py")
 LONG_RUN_SHARED = (
     "CHECKPOINT_VERSION", "RESUMABLE_FLAGS", "INJECT_NAN_AT", "STOP", "on_signal", "RunWriter", "rng_states",
     "set_rng_states", "save_checkpoint", "stop_run", "given_flags", "load_checkpoint", "check_resumable",
     "check_finite", "progress", "EXP_NAME", "MAX_SEED", "check_run_flags",
+)  # fmt: skip
+
+
+# happo_baseline.py is mappo_baseline.py's sibling: everything but the training algorithm is a copy (the actors are
+# MAGPO's learner, one per agent; the critic is MAPPO's; the env glue and the evaluation are the baseline's).
+HAPPO_SHARED = (
+    "ENV_FLAGS", "compute_gae", "normalize", "RunningMeanStd", "LOG_2PI", "MASKED_LOGIT", "masked_logits",
+    "dist_sample", "tanh_gaussian_log_prob", "dist_log_prob", "dist_entropy", "layer_init", "gru_unroll", "Learner",
+    "critic_inputs", "Critic", "to_env_action", "SCENARIO_DEFAULTS", "task_name", "make_envs", "evaluate",
+    "evaluate_and_log", "absolute_metric",
 )  # fmt: skip
 
 
@@ -112,6 +122,20 @@ def test_training_scripts_share_the_long_run_infrastructure(script):
 
 def test_baseline_actor_is_magpo_learner():
     assert_copies("magpo_mpe.py", "mappo_baseline.py", BASELINE_SHARED)
+
+
+def test_happo_shares_everything_but_the_algorithm_with_mappo():
+    assert_copies("mappo_baseline.py", "happo_baseline.py", HAPPO_SHARED)
+
+
+def test_happo_value_loss_is_mappo_value_branch():
+    """happo_baseline.value_loss is ppo_loss's value branch, taken out: the same lines, dedented."""
+    ppo, value = definitions("mappo_baseline.py")["ppo_loss"], definitions("happo_baseline.py")["value_loss"]
+    branch = [line.strip() for line in ppo.splitlines() if "v_clipped" in line or "(value - returns) ** 2" in line]
+    body = [
+        line.strip().removeprefix("return ") for line in value.splitlines() if "v_clipped" in line or "** 2" in line
+    ]
+    assert [line.split(" = ")[-1] for line in branch] == [line.split(" = ")[-1] for line in body]
 
 
 def test_the_guard_catches_an_edit_to_one_copy(tmp_path):

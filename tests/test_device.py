@@ -20,7 +20,8 @@ import pytest
 import torch
 from helpers import REPO
 
-SCRIPTS = ("magpo_mpe.py", "magpo_coordsum.py", "magpo_smax.py", "magpo_jumanji.py", "mappo_baseline.py")
+SCRIPTS = ("magpo_mpe.py", "magpo_coordsum.py", "magpo_smax.py", "magpo_jumanji.py", "mappo_baseline.py",
+           "happo_baseline.py")  # fmt: skip
 FACTORIES = {"zeros", "ones", "empty", "full", "arange", "rand", "randn", "randint", "randperm", "tensor",
              "as_tensor", "from_numpy", "eye", "linspace"}  # fmt: skip
 META = torch.device("meta")
@@ -109,6 +110,28 @@ def test_mappo_networks_run_on_a_device_other_than_the_cpu(monkeypatch, continuo
     actions = meta(T, B, N, A) if continuous else meta(T, B, N, dtype=torch.long)
     logp, entropy = module.dist_log_prob(params, actions, continuous), module.dist_entropy(params, continuous)
     assert_meta(params, h, values, critic_h, logp, entropy)
+
+
+@pytest.mark.parametrize("continuous, masked", [(True, False), (False, True)])
+def test_happo_networks_run_on_a_device_other_than_the_cpu(monkeypatch, continuous, masked):
+    """happo_baseline.py's per-agent actors, both critics and the cut into chunks (its update's losses call
+    `.item()`, as the others'; the source check below covers them)."""
+    module = importlib.import_module("happo_baseline")
+    actors = module.Actors(OBS, N, A, continuous, hidden=HIDDEN).to(META)
+    avail = meta(B, N, A, dtype=torch.bool) if masked else None
+    action, h = actors.act(meta(B, N, OBS), meta(B, N, HIDDEN), meta(B, dtype=torch.bool), avail)
+    assert_meta(action, h)
+    monkeypatch.setattr(module, "gru_unroll", one_stretch_unroll)
+    starts = module.to_chunks(meta(T, B, dtype=torch.bool), 3)  # (3, 2 B): two chunks of every env
+    params, h = actors(
+        module.to_chunks(meta(T, B, N, OBS), 3), meta(2 * B, N, HIDDEN), starts,
+        None if avail is None else meta(3, 2 * B, N, A, dtype=torch.bool),
+    )  # fmt: skip
+    assert params.shape[:3] == (3, 2 * B, N)
+    for critic in (module.Critic(11, N, hidden=HIDDEN), module.Critics(11, N, hidden=HIDDEN)):
+        values, critic_h = critic.to(META)(meta(3, 2 * B, N, 11), meta(2 * B, N, HIDDEN), starts)
+        assert_meta(values, critic_h)
+    assert_meta(params, h, starts)
 
 
 def device_slips(path):

@@ -188,7 +188,7 @@ def test_frames_are_drawn_where_the_env_puts_things(tmp_path):
     "name, policy, family",
     [("magpo_coordsum", "learner", "coordsum"), ("magpo_coordsum", "guider", "coordsum"),
      ("mappo_coordsum", "learner", "coordsum"), ("magpo_smax", "guider", "smax"), ("mappo_smax", "learner", "smax"),
-     ("magpo_jumanji", "guider", "lbf"), ("mappo_jumanji", "learner", "lbf")],
+     ("magpo_jumanji", "guider", "lbf"), ("mappo_jumanji", "learner", "lbf"), ("happo_coordsum", "learner", "coordsum")],
 )  # fmt: skip
 def test_enjoy_reloads_other_scripts_models_exactly(seed7_runs, name, policy, family):
     """The other training scripts' models (tests/test_scripts.py's tiny runs): the rebuilt network has

@@ -2,6 +2,7 @@
 becomes the scripts' flags as documented, flags given on the command line win, and each script applies it."""
 
 import glob
+import importlib
 import os
 from types import SimpleNamespace
 
@@ -9,7 +10,6 @@ import pytest
 import torch
 from helpers import CASES, only_run_dir, run_case
 
-import magpo_mpe
 from utils.coordsum import SCENARIOS
 from utils.protocol import PPO_YAML, apply_paper_protocol, as_flags, paper_protocol, read_rows, tasks
 from utils.smax import PAPER_MAPS
@@ -31,12 +31,13 @@ def test_every_paper_task_has_its_rows():
     assert sum(len(names) for names in PAPER_TASKS.values()) == 43
     for env, names in PAPER_TASKS.items():
         assert tasks("magpo", env) == sorted(names), env
+        assert tasks("happo", env) == sorted(names), env
     # the paper tuned its CTDE baselines itself on CoordSum only
     for system in ("mappo", "ippo"):
         assert tasks(system) == sorted(SCENARIOS)
     # every row is complete where the protocol reads it
     for (system, task), row in read_rows().items():
-        if system in ("magpo", "mappo", "ippo"):
+        if system in ("magpo", "mappo", "ippo", "happo"):
             settings, _ = paper_protocol(system, task)
             assert all(value is not None for value in settings.values()), (system, task)
 
@@ -65,8 +66,28 @@ def test_a_row_becomes_the_documented_flags():
 def test_unknown_task_or_system_is_an_error():
     with pytest.raises(ValueError, match="no MAGPO row for task 'simple_spread_4ag'"):
         paper_protocol("magpo", "simple_spread_4ag")
-    with pytest.raises(ValueError, match="no paper protocol for 'happo'"):
-        paper_protocol("happo", "3x10")
+    with pytest.raises(ValueError, match="no HAPPO row for task 'simple_spread_4ag'"):
+        paper_protocol("happo", "simple_spread_4ag")
+    with pytest.raises(ValueError, match="no paper protocol for 'mat'"):
+        paper_protocol("mat", "3x10")
+
+
+def test_a_happo_row_becomes_the_documented_flags():
+    """HAPPO's rows (params.csv lines 2-44): the row's schedule and chunk, the authors' scheme; line 6 is LBF
+    2s-8x8-2p-2f-coop (8 minibatches, 2 epochs, lr 2.5e-4, eps 0.1, no entropy, max-grad-norm 0.5, chunk 8)."""
+    settings, note = paper_protocol("happo", "2s-8x8-2p-2f-coop")
+    assert "happo row for 2s-8x8-2p-2f-coop" in note
+    expected = dict(
+        num_envs=128, num_steps=128, num_minibatches=8, update_epochs=2, learning_rate=2.5e-4, clip_coef=0.1,
+        ent_coef=0.0, max_grad_norm=0.5, recurrent_chunk_size=8, happo_scheme="official", norm_value=False,
+        vf_coef=0.5, gamma=0.99, gae_lambda=0.95, anneal_lr=False, total_timesteps=1220 * 16384,
+        eval_interval=10 * 16384, coordsum_obs="raw",
+    )  # fmt: skip
+    assert settings == expected
+    # 24 of the 43 rows cut the rollout into chunks (the official code's were strided, docs/algorithm.md §15)
+    # (chunk 128 is the whole rollout, 0 here)
+    chunks = [paper_protocol("happo", task)[0]["recurrent_chunk_size"] for task in tasks("happo")]
+    assert sum(chunk > 0 for chunk in chunks) == 24 and all(128 % chunk == 0 for chunk in chunks if chunk)
 
 
 def test_given_flags_win_and_missing_fields_are_skipped():
@@ -106,6 +127,7 @@ PROTOCOL_CASES = {
     "magpo_smax": ("magpo", "2s3z"),
     "magpo_jumanji": ("magpo", "2s-10x10-3p-3f"),
     "mappo_coordsum": ("mappo", "3x10"),
+    "happo_coordsum": ("happo", "3x10"),
 }
 
 
@@ -118,7 +140,7 @@ def test_each_script_applies_the_protocol(tmp_path, name):
     assert result.returncode == 0, result.stderr[-3000:]
     (model_path,) = glob.glob(os.path.join(only_run_dir(tmp_path), "*.cleanrl_model"))
     saved = torch.load(model_path, weights_only=True)["args"]
-    given = magpo_mpe.given_flags(case.args)
+    given = importlib.import_module(case.script.removesuffix(".py")).given_flags(case.args)
     settings, note = paper_protocol(system, task)
     assert f"--protocol paper ({note}) sets: --" in result.stdout
     for field, value in settings.items():

@@ -102,6 +102,7 @@ def without(packages, script, args, cwd):
         ("magpo_jumanji.py", ["--env", "lbf"], "jumanji"),
         ("mappo_baseline.py", ["--env", "smax"], "smax"),
         ("mappo_baseline.py", ["--env", "connector"], "jumanji"),
+        ("happo_baseline.py", ["--env", "lbf"], "jumanji"),
         ("benchmark.py", ["--scripts", "magpo_coordsum.py", "--seeds", "1"], "ray"),
     ],
     ids=lambda x: " ".join(x) if isinstance(x, list) else x,
@@ -115,14 +116,16 @@ def test_a_missing_family_is_one_line_with_its_install_command(tmp_path, script,
 
 
 def test_the_core_scripts_need_no_optional_family(tmp_path):
-    """What the core promises, with JAX, jumanji and Ray unimportable: MAGPO on MPE (saving its model) and MAPPO
-    on CoordSum train, enjoy.py replays the model, plot.py tables both, theory_check.py runs, benchmark.py prints
+    """What the core promises, with JAX, jumanji and Ray unimportable: MAGPO on MPE (saving its model), MAPPO and
+    HAPPO on CoordSum train, enjoy.py replays the model, plot.py tables both, theory_check.py runs, benchmark.py prints
     a grid."""
     mpe = without(ALL_OPTIONAL, "magpo_mpe.py", [*CASES["magpo_mpe"].args, "--save-model"], tmp_path)
     assert mpe.returncode == 0, mpe.stderr[-2000:]
     model_path = os.path.join(only_run_dir(tmp_path), "magpo_mpe.cleanrl_model")
     coordsum = without(ALL_OPTIONAL, "mappo_baseline.py", [*TINY, "--env", "coordsum", "--max-steps", "20"], tmp_path)
     assert coordsum.returncode == 0, coordsum.stderr[-2000:]
+    happo = without(ALL_OPTIONAL, "happo_baseline.py", [*TINY, "--env", "coordsum", "--max-steps", "20"], tmp_path)
+    assert happo.returncode == 0, happo.stderr[-2000:]
     enjoy = without(ALL_OPTIONAL, "enjoy.py", ["--model-path", model_path, "--num-episodes", "2", "--no-gif"], tmp_path)
     assert enjoy.returncode == 0 and "return" in enjoy.stdout, enjoy.stderr[-2000:]
     plot = without(

@@ -21,7 +21,9 @@ import magpo_mpe
 # evaluation and absolute metric (at 1 iteration) are points the straight run does not have, which the
 # resumed run must drop.
 # mappo_coordsum: a run off MPE saves its env's agent count and action kind, which --resume must accept.
-RESUME_CASES = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_mpe", "mappo_coordsum")
+# happo_mpe / happo_coordsum: one Adam per actor (and per critic under the official scheme), all in the checkpoint.
+RESUME_CASES = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_mpe", "mappo_coordsum",
+                "happo_mpe", "happo_coordsum")  # fmt: skip
 
 
 def batch(case):
@@ -147,6 +149,7 @@ def test_sigint_and_sigterm_then_resume_reach_the_same_numbers(tmp_path):
 GUARDED = {
     "magpo_mpe": {"guider": ("guider_pg_loss", "value_loss"), "learner": ("learner_rl_loss",)},
     "mappo_mpe": {"actor": ("policy_loss",), "critic": ("value_loss",)},
+    "happo_mpe": {"actor of agent": ("policy_loss",), "critic": ("value_loss",)},  # agent 0, 1 or 2's actor
 }
 
 
@@ -164,9 +167,9 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, n
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0, result.stderr  # one line, no traceback
-    match = re.match(r"error: non-finite (\w+) \(nan\) in the (\w+)'s update at iteration 2;", result.stderr)
+    match = re.match(r"error: non-finite (\w+) \(nan\) in the ([\w ]+?)( \d)?'s update at iteration 2;", result.stderr)
     assert match, result.stderr
-    term, network = match.groups()
+    term, network, _ = match.groups()
     assert term in GUARDED[name][network], result.stderr
     checkpoint = torch.load(os.path.join(only_run_dir(tmp_path), "checkpoint.pt"), weights_only=False)
     assert checkpoint["iteration"] == 1  # the last good one

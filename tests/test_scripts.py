@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import tyro
-from helpers import CASES, WIN_TAGS, assert_same_numbers, only_run_dir, run_case, run_script, scalars
+from helpers import CASES, ONE_RUN_CASES, WIN_TAGS, assert_same_numbers, only_run_dir, run_case, run_script, scalars
 
 import enjoy
 from utils.jumanji import TASKS
@@ -109,12 +109,19 @@ VARIANTS = [
     ("mappo_smax", ["--ippo"], None),
     ("magpo_jumanji", ["--env", "connector", "--scenario", "con-5x5x3a", "--guider-global-state"], None),
     ("mappo_jumanji", ["--ippo"], None),
+    # happo_baseline.py on the JAX families (CASES runs it on MPE and CoordSum), with the scheme and chunks each
+    # case does not use
+    ("happo_mpe", ["--happo-scheme", "official", "--no-continuous-actions", "--recurrent-chunk-size", "16"], None),
+    ("happo_smax", [], None),
+    ("happo_jumanji", [], None),
+    ("happo_rware", ["--happo-scheme", "official", "--recurrent-chunk-size", "32"], None),
+    ("happo_jumanji", ["--env", "connector", "--scenario", "con-5x5x3a", "--recurrent-chunk-size", "0"], None),
 ]
 
 
 @pytest.mark.parametrize("name, extra, check", VARIANTS, ids=[f"{n}:{' '.join(e)}" for n, e, _ in VARIANTS])
 def test_variants_run(tmp_path, name, extra, check):
-    case = CASES[name]
+    case = {**CASES, **ONE_RUN_CASES}[name]
     result = run_case(case, [*extra, "--save-model"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
@@ -197,6 +204,17 @@ BAD = {
         ({"env": "rware", "num_agents": 4}, "--num-agents is a flag of --env mpe, not of --env rware"),
         ({"env": "connector", "capture_video": True}, "--capture-video is not available for --env connector: enjoy.py"),
     ],
+    "happo_baseline.py": [(o, m) for o, m in COMMON_BAD if "num_minibatches" not in o] + [
+        ({"num_envs": 6, "num_minibatches": 4}, "--num-envs x --num-steps / --recurrent-chunk-size (6 x 128 / 128) "
+         "must be divisible by --num-minibatches (4)"),
+        ({"recurrent_chunk_size": 48}, "--recurrent-chunk-size (48) must divide --num-steps (128)"),
+        ({"recurrent_chunk_size": -8}, "--recurrent-chunk-size (-8) must divide --num-steps (128)"),
+        ({"env": "smac"}, "unknown --env 'smac'; choose one of ['mpe', 'coordsum', 'smax', 'rware', 'lbf', 'connector']"),
+        ({"num_agents": 1}, "--num-agents must be >= 2"),
+        ({"env": "coordsum", "num_agents": 4}, "--num-agents is a flag of --env mpe, not of --env coordsum"),
+        ({"env": "lbf", "scenario": "3x10"}, "unknown lbf task '3x10'; the paper's lbf tasks: 2s-8x8-2p-2f-coop, "),
+        ({"env": "smax", "map_name": "9z"}, "unknown SMAX map '9z'; registered maps: 10m_vs_11m, "),
+    ],
     "magpo_jumanji.py": COMMON_BAD + MAGPO_BAD + [
         ({"scenario": "tiny-3ag"}, "unknown rware task 'tiny-3ag'; the paper's rware tasks: tiny-2ag, "),
         ({"env": "lbf", "scenario": "con-5x5x3a"}, "unknown lbf task 'con-5x5x3a'"),
@@ -217,10 +235,14 @@ def test_validate_args_rejects_bad_input(script, overrides, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("name", ["magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum"])
+@pytest.mark.parametrize(
+    "name", ["magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum", "happo_coordsum"]
+)
 def test_bad_input_is_one_line_error_and_builds_nothing(tmp_path, name):
     """How a script exits on bad input (the messages are checked in-process above)."""
-    result = run_case(CASES[name], ["--num-envs", "6", "--num-minibatches", "4"], tmp_path, timeout=120)
+    # (happo_coordsum's chunks of 8 make 6 x 4 sequences, which 4 minibatches divide: whole sequences here)
+    flags = ["--num-envs", "6", "--num-minibatches", "4", *(["--recurrent-chunk-size", "0"] if "happo" in name else [])]
+    result = run_case(CASES[name], flags, tmp_path, timeout=120)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -238,7 +260,7 @@ LATE_FAILURES = [
 ]
 LATE_CASES = [("magpo_mpe", flags) for flags in LATE_FAILURES] + [
     (name, LATE_FAILURES[i % len(LATE_FAILURES)])
-    for i, name in enumerate(["magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum"])
+    for i, name in enumerate(["magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum", "happo_mpe"])
 ]
 
 
@@ -258,10 +280,12 @@ def test_the_largest_seed_runs(tmp_path):
 
 @pytest.mark.parametrize("script", list(BAD))
 def test_computed_arguments_cannot_be_set(script):
-    """batch_size, minibatch_envs and num_iterations are computed from other flags: not in the CLI."""
+    """batch_size, minibatch_envs (happo_baseline.py: chunk, minibatch_sequences) and num_iterations are computed
+    from other flags: not in the CLI."""
     args_class = module(script).Args
     computed = {f.name for f in dataclasses.fields(args_class) if not f.init}
-    assert computed == {"batch_size", "minibatch_envs", "num_iterations"}
+    per_minibatch = {"chunk", "minibatch_sequences"} if script == "happo_baseline.py" else {"minibatch_envs"}
+    assert computed == {"batch_size", "num_iterations", *per_minibatch}
     for name in computed:
         with pytest.raises(SystemExit):
             tyro.cli(args_class, args=[f"--{name.replace('_', '-')}", "8"])

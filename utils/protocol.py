@@ -2,10 +2,10 @@
 
 `utils/paper_params.csv` is the official repository's `experiment_data/params.csv`, unchanged, from
 liyheng/MAGPO at commit d2ac38b9d695624bdce62743a18b175c6fe03d83: the tuned hyperparameters the paper ran, one
-row per (algorithm, task). MAGPO has a row for each of the 43 tasks; MAPPO and IPPO only for the four CoordSum
-tasks (tested in tests/test_protocol.py). What is not in a row comes from the official configs at that commit:
-`mava/configs/system/gpo/rec_magpo.yaml` and `mava/configs/system/ppo/rec_mappo.yaml` / `rec_ippo.yaml`
-(`update_batch_size` 2, rollout 128, gamma 0.99, lambda 0.95, `vf_coef` 0.5, no learning-rate decay; for MAPPO and
+row per (algorithm, task). MAGPO and HAPPO have a row for each of the 43 tasks; MAPPO and IPPO only for the four
+CoordSum tasks (tested in tests/test_protocol.py). What is not in a row comes from the official configs at that
+commit: `mava/configs/system/gpo/rec_magpo.yaml`, `mava/configs/system/ppo/rec_mappo.yaml` / `rec_ippo.yaml` and
+`rec_happo.yaml` (`update_batch_size` 2, rollout 128, gamma 0.99, lambda 0.95, `vf_coef` 0.5, no learning-rate decay; for MAPPO and
 IPPO without a row also lr 2.5e-4, 4 epochs x 2 minibatches, epsilon 0.2, entropy 0.01, max-grad-norm 0.5), and
 `mava/configs/arch/anakin.yaml` (122 evaluations of 32 episodes).
 
@@ -17,6 +17,8 @@ IPPO without a row also lr 2.5e-4, 4 epochs x 2 minibatches, epsilon 0.2, entrop
 - raw returns (`--no-norm-value`), so the value clip with epsilon acts in raw return units, as the official one;
 - MAGPO: the row's schedule, step sizes, alpha, delta and Sable's sizes as the guider's (`n_embd`, `n_block`,
   `n_head`; Sable's decay has no counterpart here), and the official agent order (`--agent-order official`);
+- HAPPO: the row's schedule, step sizes and `recurrent_chunk_size` (cut into contiguous pieces here: the official
+  code's were strided, docs/algorithm.md §15), and the authors' update scheme (`--happo-scheme official`);
 - CoordSum: the raw target as the observation (`--coordsum-obs raw`), the official encoding.
 Where the CSV leaves `actor_lr` empty (MAGPO's CoordSum rows) the learning rate is its `critic_lr` (algorithm.md
 §13, fact 10). Explicit flags on the command line win over all of this (`apply_paper_protocol`).
@@ -34,7 +36,8 @@ COMMON = dict(num_steps=ROLLOUT_LENGTH, gamma=0.99, gae_lambda=0.95, vf_coef=0.5
 # rec_mappo.yaml / rec_ippo.yaml, for the tasks without a tuned MAPPO / IPPO row
 PPO_YAML = dict(num_minibatches=2, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.2, ent_coef=0.01,
                 max_grad_norm=0.5, num_envs=64, num_updates=1220, num_evaluation=122)  # fmt: skip
-SYSTEMS = ("magpo", "mappo", "ippo")
+SYSTEMS = ("magpo", "mappo", "ippo", "happo")
+TUNED_EVERYWHERE = ("magpo", "happo")  # the systems with a row for each of the 43 tasks
 
 
 def read_rows(path=PARAMS_CSV):
@@ -59,8 +62,10 @@ def paper_protocol(system, task):
     if system not in SYSTEMS:
         raise ValueError(f"no paper protocol for {system!r} (known: {', '.join(SYSTEMS)})")
     row = read_rows().get((system, task))
-    if row is None and system == "magpo":
-        raise ValueError(f"params.csv has no MAGPO row for task {task!r} (it has: {', '.join(tasks('magpo'))})")
+    if row is None and system in TUNED_EVERYWHERE:
+        raise ValueError(
+            f"params.csv has no {system.upper()} row for task {task!r} (it has: {', '.join(tasks(system))})"
+        )
     if row is None:  # MAPPO / IPPO off CoordSum: the official config's defaults
         settings = dict(PPO_YAML)
         note = f"params.csv has no {system} row for {task}: rec_{system}.yaml's defaults"
@@ -86,6 +91,9 @@ def paper_protocol(system, task):
                 guider_blocks=int(row["n_block"]),
                 agent_order="official",
             )
+        if system == "happo":  # rec_happo.yaml: the authors' scheme (docs/algorithm.md §15); 128 = 0 = whole rollouts
+            chunk = int(row["recurrent_chunk_size"])
+            settings.update(recurrent_chunk_size=0 if chunk == ROLLOUT_LENGTH else chunk, happo_scheme="official")
     num_envs, num_updates, num_evaluation = (settings.pop(k) for k in ("num_envs", "num_updates", "num_evaluation"))
     update_steps = UPDATE_BATCH_SIZE * num_envs * ROLLOUT_LENGTH
     settings.update(
