@@ -6,13 +6,16 @@ computed arguments that cannot be set, and (marker `slow`) every SMAX map and ev
 import dataclasses
 import glob
 import importlib
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 import tyro
-from helpers import CASES, ONE_RUN_CASES, WIN_TAGS, assert_same_numbers, only_run_dir, run_case, run_script, scalars
+from helpers import CASES, ONE_RUN_CASES, REPO, WIN_TAGS, assert_same_numbers, only_run_dir, run_case, scalars
 
 import enjoy
 from utils.jumanji import TASKS
@@ -21,7 +24,12 @@ from utils.smax import PAPER_MAPS
 JUMANJI_TASKS = [(env, scenario) for env, tasks in TASKS.items() for scenario in tasks]
 
 
-@pytest.fixture(params=list(CASES))
+# Same seed, same numbers, for every script on every env family; the baseline on the JAX families is left out: its
+# JAX envs are the MAGPO scripts' (checked here) and its numpy twin is mappo_mpe / mappo_coordsum (~40 s saved).
+TWICE = [name for name in CASES if name not in ("mappo_smax", "mappo_jumanji")]
+
+
+@pytest.fixture(params=TWICE)
 def twice(request, seed7_runs):
     return seed7_runs(request.param)
 
@@ -70,7 +78,7 @@ def test_same_seed_same_numbers(twice):
 def test_random_policy_floor_is_the_same_for_magpo_and_mappo(seed7_runs, env):
     """One random-policy evaluation (utils.random_policy_score) on the same eval envs and seed: the
     same `eval/random_return` whichever script runs it."""
-    (_, (magpo_dir, _), _), (_, (mappo_dir, _), _) = seed7_runs(f"magpo_{env}"), seed7_runs(f"mappo_{env}")
+    (_, (magpo_dir,), _), (_, (mappo_dir,), _) = seed7_runs(f"magpo_{env}", runs=1), seed7_runs(f"mappo_{env}", runs=1)
     ours, theirs = scalars(magpo_dir), scalars(mappo_dir)
     assert ours["eval/random_return"] == theirs["eval/random_return"]
     if "eval/random_win_rate" in ours:
@@ -292,39 +300,97 @@ def test_computed_arguments_cannot_be_set(script):
 
 
 # ------------------------------------------------------------------------------------ slow
+# Every SMAX map and every jumanji task of the paper trains one update, end to end. The runs of one script go in one
+# Python process, one after the other (`run_many`), so that the imports (torch, JAX, jumanji, TensorBoard: ~4 s) are
+# paid once per script instead of once per task; each run still has its own directory, argv and exit code.
+RUN_MANY = """
+import contextlib, io, json, os, runpy, sys, traceback
+script, jobs = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, os.path.dirname(script))
+results = {}
+for name, (cwd, argv) in jobs.items():
+    os.chdir(cwd)
+    sys.argv, out, code = [script, *argv], io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (print(stop.code) or 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results[name] = (code, out.getvalue()[-3000:])
+print("RESULTS " + json.dumps(results))
+"""
+
+
+def run_many(script, jobs, timeout):
+    """Run `script` once per job, {name: (cwd, argv)}, in one Python process (SMAX and jumanji compile fast, as
+    run_script's `fast_compile`): {name: (exit code, the end of the run's output)}."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    result = subprocess.run([sys.executable, "-c", RUN_MANY, os.path.join(REPO, script), json.dumps(jobs)],
+                            capture_output=True, text=True, timeout=timeout, env=env)  # fmt: skip
+    assert result.returncode == 0 and "RESULTS " in result.stdout, result.stderr[-3000:]
+    return json.loads(result.stdout.split("RESULTS ", 1)[1])
+
+
+ONE_UPDATE = ["--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "1",
+              "--update-epochs", "1", "--eval-interval", "100000", "--learner-hidden", "16", "--guider-dim", "16"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def every_map(tmp_path_factory):
+    jobs = {}
+    for map_name in PAPER_MAPS:
+        cwd = tmp_path_factory.mktemp(map_name)
+        jobs[map_name] = (str(cwd), ["--map-name", map_name, *ONE_UPDATE, "--num-eval-episodes", "2"])
+    return jobs, run_many("magpo_smax.py", jobs, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def every_jumanji_task(tmp_path_factory):
+    jobs = {}
+    for env, scenario in JUMANJI_TASKS:
+        cwd = tmp_path_factory.mktemp(scenario)
+        jobs[scenario] = (str(cwd), ["--env", env, "--scenario", scenario, *ONE_UPDATE, "--num-eval-episodes", "1"])
+    return jobs, run_many("magpo_jumanji.py", jobs, timeout=2400)
+
+
 @pytest.mark.slow
+@pytest.mark.xdist_group("every_map")  # one worker runs them all: the fixture is made once
 @pytest.mark.parametrize("map_name", PAPER_MAPS)
-def test_every_paper_map_builds_and_runs_one_update(tmp_path, map_name):
-    result = run_script(
-        "magpo_smax.py",
-        ["--map-name", map_name, "--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16",
-         "--num-minibatches", "1", "--update-epochs", "1", "--eval-interval", "100000",
-         "--num-eval-episodes", "2", "--learner-hidden", "16", "--guider-dim", "16"],
-        tmp_path,
-        fast_compile=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    tags = scalars(only_run_dir(tmp_path))
+def test_every_paper_map_builds_and_runs_one_update(every_map, map_name):
+    jobs, results = every_map
+    code, output = results[map_name]
+    assert code == 0, output
+    tags = scalars(only_run_dir(jobs[map_name][0]))
     assert [step for step, _ in tags["eval/win_rate"]] == [0, 32]
     assert np.isfinite(tags["losses/guider_loss"][0][1]) and np.isfinite(tags["losses/learner_loss"][0][1])
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("every_jumanji_task")
 @pytest.mark.parametrize("env, scenario", JUMANJI_TASKS, ids=[scenario for _, scenario in JUMANJI_TASKS])
-def test_every_paper_jumanji_task_builds_and_runs_one_update(tmp_path, env, scenario):
+def test_every_paper_jumanji_task_builds_and_runs_one_update(every_jumanji_task, env, scenario):
     """Each of the 26 tasks with its tuned row (here on 2 envs, 1 minibatch, 1 epoch): one update, and an
     evaluation before and after it."""
-    result = run_script(
-        "magpo_jumanji.py",
-        ["--env", env, "--scenario", scenario, "--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16",
-         "--num-minibatches", "1", "--update-epochs", "1", "--eval-interval", "100000", "--num-eval-episodes", "1",
-         "--learner-hidden", "16", "--guider-dim", "16"],
-        tmp_path,
-        fast_compile=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = only_run_dir(tmp_path)
+    jobs, results = every_jumanji_task
+    code, output = results[scenario]
+    assert code == 0, output
+    run_dir = only_run_dir(jobs[scenario][0])
     assert os.path.basename(run_dir).startswith(f"{scenario}__magpo_jumanji__1__")
     tags = scalars(run_dir)
     assert [step for step, _ in tags["eval/learner_return"]] == [0, 32]
     assert np.isfinite(tags["losses/guider_loss"][0][1]) and np.isfinite(tags["losses/learner_loss"][0][1])
+
+
+def test_run_many_reports_each_run_on_its_own(tmp_path):
+    """A failing run (bad input: exit 1 with its error line) does not stop the next one, which succeeds."""
+    jobs = {name: (str(tmp_path / name), [*CASES["magpo_coordsum"].args, *extra])
+            for name, extra in [("bad", ["--seed", "-1"]), ("good", [])]}  # fmt: skip
+    for cwd, _ in jobs.values():
+        os.makedirs(cwd)
+    results = run_many("magpo_coordsum.py", jobs, timeout=300)
+    assert results["bad"][0] == 1 and "error: --seed must be in" in results["bad"][1]
+    assert results["good"][0] == 0 and "absolute metric" in results["good"][1]
+    assert not os.path.exists(tmp_path / "bad" / "runs") and only_run_dir(jobs["good"][0])
