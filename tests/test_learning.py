@@ -47,19 +47,20 @@ def test_mpe_learner_beats_random_policy(tmp_path):
     assert_learned(result, tmp_path, MARGIN_OVER_RANDOM, MARGIN_OVER_UNTRAINED)
 
 
-# Measured (3m, 120k steps, 32 envs, 2 minibatches, 2-core CPU, ~105 s per run; seeds 1, 2, 3):
-# random policy: win rate 0, return 0.18-0.20; untrained learner: win rate 0; absolute metric
-# (best learner, 320 episodes): win rate 0.447 / 0.478 / 0.428, return 1.335 / 1.371 / 1.316.
-# The thresholds keep about half of the smallest margins.
-MIN_ABSOLUTE_WIN_RATE = 0.2
-MARGIN_OVER_RANDOM_RETURN = 0.55
+# Measured (3m, 32 envs, 2 minibatches, 2-core CPU): at 120k steps (~105 s per run; seeds 1, 2, 3) random policy: win
+# rate 0, return 0.18-0.20; untrained learner: win rate 0; absolute metric (best learner, 320 episodes): win rate
+# 0.447 / 0.478 / 0.428, return 1.335 / 1.371 / 1.316. At 80k steps (the test's budget, 97 s of user time, seed 1):
+# random return 0.150, win rate 0.094 at 40k and 0.438 at 78k, absolute metric win rate 0.341, return 1.191.
+# The thresholds keep about half of the 80k margins (win rate 0.341, return 1.04 over random).
+MIN_ABSOLUTE_WIN_RATE = 0.17
+MARGIN_OVER_RANDOM_RETURN = 0.5
 
 
 @pytest.mark.learning
 def test_smax_learner_learns_to_win_3m(tmp_path):
-    """3m (3 marines against 3 heuristic marines) at a CPU-sized budget (~2 min on 2 cores): the
+    """3m (3 marines against 3 heuristic marines) at a CPU-sized budget (~1.6 min on one core): the
     decentralised learner, which starts at a 0% win rate like a random policy, must win clearly."""
-    budget = os.environ.get("MAGPO_SMAX_LEARNING_STEPS", "120000")
+    budget = os.environ.get("MAGPO_SMAX_LEARNING_STEPS", "80000")
     result = run_script(
         "magpo_smax.py",
         ["--map-name", "3m", "--total-timesteps", budget, "--num-envs", "32", "--num-minibatches", "2",
