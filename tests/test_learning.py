@@ -92,19 +92,24 @@ LBF_MARGIN_OVER_RANDOM = 0.3
 LBF_MARGIN_OVER_UNTRAINED = 0.35
 
 
+def run_lbf(script, cwd):
+    """`script` on LBF 2s-8x8-2p-2f-coop, seed 1, 32 envs, evaluated every 25k steps, at the learning budget."""
+    budget = os.environ.get("MAGPO_LBF_LEARNING_STEPS", "100000")
+    return run_script(
+        script,
+        ["--env", "lbf", "--scenario", "2s-8x8-2p-2f-coop", "--total-timesteps", budget, "--num-envs", "32",
+         "--eval-interval", "25000", "--seed", "1"],
+        cwd,
+        timeout=900,
+    )  # fmt: skip
+
+
 @pytest.mark.learning
 def test_lbf_learner_learns_to_forage_together(tmp_path):
     """LBF 2s-8x8-2p-2f-coop (two agents that see 2 cells around them and must load every food together) at a
     CPU-sized budget (~1.5 min on one core): the decentralised learner starts near 0 like a random policy and
     must clearly learn to eat."""
-    budget = os.environ.get("MAGPO_LBF_LEARNING_STEPS", "100000")
-    result = run_script(
-        "magpo_jumanji.py",
-        ["--env", "lbf", "--scenario", "2s-8x8-2p-2f-coop", "--total-timesteps", budget, "--num-envs", "32",
-         "--eval-interval", "25000", "--seed", "1"],
-        tmp_path,
-        timeout=900,
-    )  # fmt: skip
+    result = run_lbf("magpo_jumanji.py", tmp_path)
     assert_learned(result, tmp_path, LBF_MARGIN_OVER_RANDOM, LBF_MARGIN_OVER_UNTRAINED)
 
 
@@ -119,12 +124,5 @@ HAPPO_LBF_MARGIN = 0.4
 def test_happo_learns_to_forage_together(tmp_path):
     """HAPPO (happo_baseline.py) on LBF 2s-8x8-2p-2f-coop at the MAGPO test's budget (~1.7 min on one core): the two
     agents' own actors, updated one after the other, must clearly learn to eat."""
-    budget = os.environ.get("MAGPO_LBF_LEARNING_STEPS", "100000")
-    result = run_script(
-        "happo_baseline.py",
-        ["--env", "lbf", "--scenario", "2s-8x8-2p-2f-coop", "--total-timesteps", budget, "--num-envs", "32",
-         "--eval-interval", "25000", "--seed", "1"],
-        tmp_path,
-        timeout=900,
-    )  # fmt: skip
+    result = run_lbf("happo_baseline.py", tmp_path)
     assert_learned(result, tmp_path, HAPPO_LBF_MARGIN, HAPPO_LBF_MARGIN)
