@@ -633,7 +633,8 @@ def happo_update(*, actors, critic, actor_optimizers, critic_optimizers, batch, 
                 for mb in epoch_minibatches:
                     mb = torch.from_numpy(mb).to(everything.device)
                     actor_step(i, mb, factor[:, mb])
-            factor = factor * (log_probs(i, everything) - behaviour[..., i]).exp()
+            if m < N - 1:  # the last agent's ratio would weigh no one
+                factor = factor * (log_probs(i, everything) - behaviour[..., i]).exp()
         for epoch_minibatches in minibatches:
             for mb in epoch_minibatches:
                 critic_step(torch.from_numpy(mb).to(everything.device))
@@ -647,8 +648,8 @@ def happo_update(*, actors, critic, actor_optimizers, critic_optimizers, batch, 
                         factor_stats(factor)
                     actor_step(i, mb, factor)
                     critic_step(mb, i)
-                    # against the behaviour policy: agent i's drift over every earlier step is in it
-                    factor = factor * (log_probs(i, mb) - behaviour[:, mb, i]).exp()
+                    if m < N - 1:  # against the behaviour policy: agent i's drift over every earlier step is in it
+                        factor = factor * (log_probs(i, mb) - behaviour[:, mb, i]).exp()
     out = {key: float(np.mean(values)) for key, values in sums.items()}
     out["factor_max"] = max(sums["factor_max"])
     return out
