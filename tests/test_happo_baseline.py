@@ -26,7 +26,7 @@ def settings(scheme, **overrides):
     )  # fmt: skip
 
 
-def make_batch(num_agents, seed=0, continuous=False):
+def make_batch(num_agents, seed=0):
     """A rollout of S sequences of C steps, already cut into chunks, with its stored log-probs from `actors`."""
     g = torch.Generator().manual_seed(seed)
     starts = torch.rand(C, S, generator=g) < 0.2
@@ -47,9 +47,9 @@ def make_batch(num_agents, seed=0, continuous=False):
     return batch
 
 
-def networks(num_agents, scheme, seed=0, continuous=False, lr=1e-2):
+def networks(num_agents, scheme, seed=0, lr=1e-2):
     torch.manual_seed(seed)
-    actors = happo.Actors(OBS, num_agents, A, continuous, HIDDEN)
+    actors = happo.Actors(OBS, num_agents, A, False, HIDDEN)
     critic = (happo.Critic if scheme == "harl" else happo.Critics)(STATE, num_agents, HIDDEN)
     critics = [critic] if scheme == "harl" else list(critic.critics)
     return (
@@ -60,14 +60,14 @@ def networks(num_agents, scheme, seed=0, continuous=False, lr=1e-2):
     )
 
 
-def sample_actions(actors, batch, continuous=False):
+def sample_actions(actors, batch):
     """Actions and their log-probs from `actors` on the batch, as a rollout would store them (drawn from a fixed seed,
     whatever was built before)."""
     torch.manual_seed(123)
     with torch.no_grad():
         params, _ = actors(batch["obs"], batch["actor_h0"], batch["starts"], batch["avails"])
-        actions = happo.dist_sample(params, continuous)
-        batch["actions"], batch["logprobs"] = actions, happo.dist_log_prob(params, actions, continuous)
+        actions = happo.dist_sample(params, False)
+        batch["actions"], batch["logprobs"] = actions, happo.dist_log_prob(params, actions, False)
 
 
 def agent_log_probs(actor, batch, i):
@@ -78,7 +78,7 @@ def agent_log_probs(actor, batch, i):
         return happo.dist_log_prob(params, batch["actions"][:, :, i : i + 1], False)[..., 0]
 
 
-def schedule(num_agents, epochs, num_minibatches, order, seed=0):
+def schedule(epochs, num_minibatches, order, seed=0):
     rng = np.random.default_rng(seed)
     minibatches = [np.split(rng.permutation(S), num_minibatches) for _ in range(epochs)]
     return np.array([order] * epochs), minibatches
@@ -105,7 +105,7 @@ def test_the_factor_is_one_for_the_first_agent_then_the_product_of_the_earlier_a
     actors, critic, actor_opts, critic_opts = networks(3, "harl")
     sample_actions(actors, batch)
     behaviour = [agent_log_probs(actors.agents[i], batch, i) for i in range(3)]
-    orders, minibatches = schedule(3, 2, 2, [2, 0, 1])
+    orders, minibatches = schedule(2, 2, [2, 0, 1])
     calls = record_factors(monkeypatch)
     happo.happo_update(actors=actors, critic=critic, actor_optimizers=actor_opts, critic_optimizers=critic_opts,
                        batch=batch, orders=orders, minibatches=minibatches, args=settings("harl"))  # fmt: skip
@@ -242,7 +242,7 @@ def test_with_one_agent_the_update_is_mappo(scheme):
     for ours, theirs in ((actors, learner), (critic, mappo_critic)):
         assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), theirs.parameters()))
     optimizer = torch.optim.Adam([*learner.parameters(), *mappo_critic.parameters()], lr=5e-4, eps=1e-5)
-    orders, minibatches = np.zeros((3, 1), dtype=int), schedule(1, 3, 2, [0], seed=8)[1]
+    orders, minibatches = np.zeros((3, 1), dtype=int), schedule(3, 2, [0], seed=8)[1]
 
     happo.happo_update(actors=actors, critic=critic, actor_optimizers=actor_opts, critic_optimizers=critic_opts,
                        batch=batch, orders=orders, minibatches=minibatches, args=args)  # fmt: skip
