@@ -136,6 +136,9 @@ def make_eval_envs(checkpoint, num_envs, seed):
     return make_envs(SimpleNamespace(env=family, **flags), num_envs, seed)
 
 
+GUIDER_DEFAULTS = dict(guider="mat-gru", sable_decay=0.8, sable_ffn="zero", timestep_chunk_size=0)
+
+
 def build_policy(checkpoint, policy="learner", which="best"):
     """(training module, network with the saved weights, its hidden size)."""
     module = importlib.import_module(checkpoint["script"][: -len(".py")])
@@ -153,8 +156,11 @@ def build_policy(checkpoint, policy="learner", which="best"):
         if "guider" not in checkpoint:
             raise ValueError(f"{checkpoint['script']} trains no guider; its deployed policy is --policy learner")
         hidden = saved_arg(checkpoint, "guider_dim")
-        sizes = (hidden, saved_arg(checkpoint, "guider_heads"), saved_arg(checkpoint, "guider_blocks"))
-        network, weights = module.Guider(*dims, *sizes, *((state_dim,) if state_dim else ())), checkpoint["guider"]
+        for name in ("guider_heads", "guider_blocks"):
+            saved_arg(checkpoint, name)
+        # --guider and Sable's flags, with their defaults for models saved before the flags existed (mat-gru)
+        saved = SimpleNamespace(**{**GUIDER_DEFAULTS, **checkpoint["args"]})
+        network, weights = module.make_guider(saved, *dims, *((state_dim,) if state_dim else ())), checkpoint["guider"]
     try:
         network.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as error:

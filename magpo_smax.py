@@ -135,6 +135,10 @@ class Args:
     re-used in training; `official` = index order in rollouts and one random order per epoch in training"""
 
     # Networks
+    guider: Literal["mat-gru", "mat", "sable"] = "mat-gru"
+    """the guider network (algorithm.md §16): `mat-gru` = a MAT-style encoder-decoder on a per-agent GRU (this
+    repository's, the default); `mat` = the memoryless Multi-Agent Transformer; `sable` = Sable, retention over
+    agents and time (the paper's guider, which `--protocol paper` selects)"""
     learner_hidden: int = 128
     """width of the learner's MLP and GRU (the official 128)"""
     guider_dim: int = 64
@@ -143,6 +147,14 @@ class Args:
     """attention heads in the guider"""
     guider_blocks: int = 1
     """transformer blocks in the guider's encoder and decoder"""
+    sable_decay: float = 0.8
+    """Sable's decay scaling factor in [0, 1]: each head's decay per timestep is multiplied by it (official 0.8)"""
+    sable_ffn: Literal["zero", "init"] = "zero"
+    """Sable's SwiGLU layers: `zero` = zero-initialised as the official code, so they never train (algorithm.md
+    §16); `init` = torch's default initialisation, so they train"""
+    timestep_chunk_size: int = 0
+    """timesteps per chunk of Sable's chunkwise training pass (0: chunks of at most 512 agent tokens); speed and
+    memory only, the numbers are the same"""
 
     # Evaluation
     eval_interval: int = 100_000
@@ -438,6 +450,46 @@ def to_agents(x, perm):
     return to_positions(x, perm.argsort(dim=1))
 
 
+def action_features(action, action_dim, continuous):
+    """What a decoder reads of an action: tanh(u) for continuous actions, the one-hot index otherwise."""
+    return torch.tanh(action) if continuous else F.one_hot(action, action_dim).float()
+
+
+def shifted_tokens(actions, action_dim, continuous, dtype):
+    """Decoder inputs for teacher forcing: actions (M, N[, A]) in decoding order -> tokens (M, N, A+1), position 0
+    holding the start flag and position j the features of position j-1's action (actions shifted right by one)."""
+    M, N = actions.shape[:2]
+    tokens = torch.zeros(M, N, action_dim + 1, device=actions.device, dtype=dtype)
+    tokens[:, 0, 0] = 1.0
+    tokens[:, 1:, 1:] = action_features(actions[:, :-1], action_dim, continuous)  # (M, N-1, A)
+    return tokens
+
+
+def sample_in_order(guider, rep, avail, deterministic):
+    """Autoregressive sampling for the guiders whose decoder re-reads the whole token sequence (mat-gru, mat):
+    rep (B, N, dim) and avail (B, N, A) or None in decoding order -> actions (B, N[, A]) and their log-probs
+    (B, N), in decoding order. The decoder is causal, so the positions > j do not matter yet at position j."""
+    B, N = rep.shape[:2]
+    tokens = torch.zeros(B, N, guider.action_dim + 1, device=rep.device, dtype=rep.dtype)
+    tokens[:, 0, 0] = 1.0
+    actions, logps = [], []
+    for j in range(N):
+        params = guider.decode(tokens, rep, avail)[:, j]
+        action = dist_sample(params, guider.continuous, deterministic)
+        actions.append(action)
+        logps.append(dist_log_prob(params, action, guider.continuous))
+        if j + 1 < N:  # (B, A): position j's action, fed to j+1
+            tokens[:, j + 1, 1:] = action_features(action, guider.action_dim, guider.continuous)
+    return torch.stack(actions, dim=1), torch.stack(logps, dim=1)
+
+
+def teacher_forced(guider, rep, actions, avail):
+    """One decoder pass with the stored actions shifted right (mat-gru, mat): rep (M, N, dim), actions
+    (M, N[, A]), avail (M, N, A) or None, all in decoding order -> params (M, N, P), logp (M, N), entropy (M, N)."""
+    params = guider.decode(shifted_tokens(actions, guider.action_dim, guider.continuous, rep.dtype), rep, avail)
+    return params, dist_log_prob(params, actions, guider.continuous), dist_entropy(params, guider.continuous)
+
+
 class Attention(nn.Module):
     """Multi-head attention over the N agent tokens. N is tiny (<= 10), so plain matrix products
     (docs/benchmarks.md: nn.MultiheadAttention's packed projection was slower here)."""
@@ -543,15 +595,21 @@ class Guider(nn.Module):
         x, h = gru_unroll(self.gru, x.reshape(T, B * N, -1), h.reshape(B * N, -1), starts.repeat_interleave(N, dim=1))
         return x.reshape(T, B, N, -1), h.reshape(B, N, -1)
 
+    def initial_state(self, num_envs):
+        """The memory before any step: one GRU state per agent, (B, N, dim) zeros."""
+        return torch.zeros(num_envs, self.num_agents, self.gru.hidden_size, device=self.agent_ids.device)
+
+    def value(self, obs, h, starts, state=None):
+        """Values (B, N) of one step, for the GAE bootstrap: obs (B, N, obs_dim), h (B, N, dim), starts (B,)."""
+        mem, _ = self.memory(obs.unsqueeze(0), h, starts.unsqueeze(0), None if state is None else state.unsqueeze(0))
+        return self.encode(mem[0])[1]  # the encoder is permutation-equivariant
+
     def encode(self, x):
         """x (M, N, dim) in decoding order -> representations (M, N, dim), values (M, N)."""
         for block in self.encoder:
             x = block(x)
         rep = self.encoder_ln(x)
         return rep, self.value_head(rep).squeeze(-1)
-
-    def action_features(self, action):
-        return torch.tanh(action) if self.continuous else F.one_hot(action, self.action_dim).float()
 
     def decode(self, tokens, rep, avail=None):
         """tokens (M, N, A+1) shifted actions, rep (M, N, dim), avail (M, N, A) bool or None
@@ -564,13 +622,6 @@ class Guider(nn.Module):
             return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
         return out if avail is None else masked_logits(out, avail)
 
-    def start_tokens(self, num):
-        """(num, N, A+1) decoder inputs: position 0 holds the start flag, the rest are filled with the
-        features of the previous position's action."""
-        tokens = torch.zeros(num, self.num_agents, self.action_dim + 1, device=self.agent_ids.device)
-        tokens[:, 0, 0] = 1.0
-        return tokens
-
     @torch.no_grad()
     def act(self, obs, h, starts, perm, avail=None, deterministic=False, state=None):
         """Sample a joint action agent by agent in the order `perm`.
@@ -581,17 +632,8 @@ class Guider(nn.Module):
         mem, h = self.memory(obs.unsqueeze(0), h, starts.unsqueeze(0), None if state is None else state.unsqueeze(0))
         rep, value = self.encode(to_positions(mem[0], perm))  # (B, N, dim), (B, N)
         avail = None if avail is None else to_positions(avail, perm)
-        tokens = self.start_tokens(obs.shape[0])
-        actions, logps = [], []
-        for j in range(self.num_agents):
-            params = self.decode(tokens, rep, avail)[:, j]  # causal: positions > j do not matter yet
-            action = dist_sample(params, self.continuous, deterministic)
-            actions.append(action)
-            logps.append(dist_log_prob(params, action, self.continuous))
-            if j + 1 < self.num_agents:
-                tokens[:, j + 1, 1:] = self.action_features(action)  # (B, A): position j's action, fed to j+1
-        action = torch.stack(actions, dim=1)
-        return to_agents(action, perm), to_agents(torch.stack(logps, dim=1), perm), to_agents(value, perm), h
+        action, logp = sample_in_order(self, rep, avail, deterministic)
+        return to_agents(action, perm), to_agents(logp, perm), to_agents(value, perm), h
 
     def evaluate(self, obs, h, starts, actions, perm, avail=None, state=None):
         """Teacher-forced pass over stored sequences (BPTT from the stored state h).
@@ -606,13 +648,442 @@ class Guider(nn.Module):
         rep, value = self.encode(to_positions(mem.reshape(T * M, N, -1), perm))
         avail = None if avail is None else to_positions(avail.reshape(T * M, N, -1), perm)
         actions = to_positions(actions.reshape(T * M, *actions.shape[2:]), perm)
-        tokens = self.start_tokens(T * M)
-        tokens[:, 1:, 1:] = self.action_features(actions[:, :-1])  # (T*M, N-1, A): actions shifted right by one
-        params = self.decode(tokens, rep, avail)  # (T*M, N, P)
-        logp = dist_log_prob(params, actions, self.continuous)
-        entropy = dist_entropy(params, self.continuous)
+        params, logp, entropy = teacher_forced(self, rep, actions, avail)  # (T*M, N, P), (T*M, N), (T*M, N)
         outputs = [to_agents(x, perm) for x in (params, logp, entropy, value)]
         return [x.reshape(T, M, *x.shape[1:]) for x in outputs]
+
+
+# ---------------------------------------------------------------------------------------------
+# ALGO LOGIC: the paper's two other guiders, `--guider mat` and `--guider sable` (algorithm.md §16), built as the
+# official code builds them; the same interface as the Guider: initial_state, act, evaluate, value
+# ---------------------------------------------------------------------------------------------
+def linear_no_bias(in_dim, out_dim, std):
+    layer = nn.Linear(in_dim, out_dim, bias=False)
+    torch.nn.init.orthogonal_(layer.weight, std)
+    return layer
+
+
+def gelu():
+    return nn.GELU(approximate="tanh")  # flax's gelu, which the official networks use
+
+
+class MATAttention(nn.Module):
+    """MAT's attention: queries from `query`, keys and values from `context`, projections orthogonal(0.01),
+    `mask` (N, N) True = blocked (the causal mask of the decoder's two attentions)."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.query = layer_init(nn.Linear(dim, dim), std=0.01)
+        self.key = layer_init(nn.Linear(dim, dim), std=0.01)
+        self.value = layer_init(nn.Linear(dim, dim), std=0.01)
+        self.proj = layer_init(nn.Linear(dim, dim), std=0.01)
+
+    def forward(self, query, context, mask=None):
+        M, N, dim = query.shape
+        q = self.query(query).view(M, N, self.heads, -1).transpose(1, 2)  # (M, heads, N, dim/heads)
+        k = self.key(context).view(M, N, self.heads, -1).transpose(1, 2)
+        v = self.value(context).view(M, N, self.heads, -1).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (M, heads, N, N)
+        if mask is not None:
+            scores = scores.masked_fill(mask, float("-inf"))
+        return self.proj((scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(M, N, dim))
+
+
+class MATBlock(nn.Module):
+    """A post-LN block of MAT. Encoder (`cross=False`): self-attention over the agents, then an MLP. Decoder
+    (`cross=True`): causal self-attention over the action path, then a causal cross-attention whose queries are
+    the observation representations `rep` and whose residual is `rep` (MAT's wiring, not a textbook decoder's),
+    then an MLP. Position j thus sees every observation and the actions of positions < j only."""
+
+    def __init__(self, dim, heads, cross):
+        super().__init__()
+        self.attn = MATAttention(dim, heads)
+        self.cross_attn = MATAttention(dim, heads) if cross else None
+        self.norms = nn.ModuleList([nn.LayerNorm(dim, eps=1e-6) for _ in range(3 if cross else 2)])
+        self.mlp = nn.Sequential(layer_init(nn.Linear(dim, dim)), gelu(), layer_init(nn.Linear(dim, dim), std=0.01))
+
+    def forward(self, x, rep=None, mask=None):
+        x = self.norms[0](x + self.attn(x, x, mask))
+        if self.cross_attn is not None:
+            x = self.norms[1](rep + self.cross_attn(rep, x, mask))
+        return self.norms[-1](x + self.mlp(x))
+
+
+class MAT(nn.Module):
+    """`--guider mat`: the Multi-Agent Transformer (Wen et al. 2022) as the official code builds it, memoryless.
+
+    Encoder over the N agents' current (id, observation) tokens, no positional encoding (permutation-equivariant),
+    a value per agent from it; an autoregressive decoder over the decoding positions (algorithm.md §3, §16).
+    It has no memory: `initial_state` is an empty (B, 0) tensor, so the loops carry it like any other state.
+    """
+
+    def __init__(self, obs_dim, num_agents, action_dim, continuous, dim=64, heads=1, blocks=1):
+        super().__init__()
+        self.num_agents, self.action_dim, self.continuous = num_agents, action_dim, continuous
+        self.register_buffer("agent_ids", torch.eye(num_agents))
+        self.register_buffer("causal_mask", torch.triu(torch.ones(num_agents, num_agents, dtype=torch.bool), 1))
+        in_dim = num_agents + obs_dim
+        self.obs_embed = nn.Sequential(nn.LayerNorm(in_dim, eps=1e-6), layer_init(nn.Linear(in_dim, dim)), gelu())
+        self.encoder_ln = nn.LayerNorm(dim, eps=1e-6)
+        self.encoder = nn.ModuleList([MATBlock(dim, heads, cross=False) for _ in range(blocks)])
+        self.value_head = nn.Sequential(
+            layer_init(nn.Linear(dim, dim)),
+            gelu(),
+            nn.LayerNorm(dim, eps=1e-6),
+            layer_init(nn.Linear(dim, 1), std=0.01),
+        )
+        # Decoder input at position j: [is_start, features of the action at position j-1] (bias: continuous only)
+        embed = (
+            layer_init(nn.Linear(action_dim + 1, dim))
+            if continuous
+            else linear_no_bias(action_dim + 1, dim, np.sqrt(2))
+        )
+        self.action_embed = nn.Sequential(embed, gelu())
+        self.decoder_ln = nn.LayerNorm(dim, eps=1e-6)
+        self.decoder = nn.ModuleList([MATBlock(dim, heads, cross=True) for _ in range(blocks)])
+        self.policy_head = nn.Sequential(
+            layer_init(nn.Linear(dim, dim)), gelu(), nn.LayerNorm(dim, eps=1e-6),
+            layer_init(nn.Linear(dim, action_dim), std=0.01),
+        )  # fmt: skip
+        if continuous:
+            self.log_std = nn.Parameter(torch.zeros(action_dim))  # state-independent, as the other guiders
+
+    def initial_state(self, num_envs):
+        return torch.zeros(num_envs, 0, device=self.agent_ids.device)  # no memory
+
+    def encode(self, obs):
+        """obs (M, N, obs_dim) in agent order -> representations (M, N, dim), values (M, N), in agent order."""
+        M, N, _ = obs.shape
+        x = self.encoder_ln(self.obs_embed(torch.cat([self.agent_ids.expand(M, N, N), obs], dim=-1)))
+        for block in self.encoder:
+            x = block(x)
+        return x, self.value_head(x).squeeze(-1)
+
+    def decode(self, tokens, rep, avail=None):
+        """tokens (M, N, A+1), rep (M, N, dim), avail (M, N, A) or None, in decoding order -> params (M, N, P)."""
+        x = self.decoder_ln(self.action_embed(tokens))
+        for block in self.decoder:
+            x = block(x, rep, self.causal_mask)
+        out = self.policy_head(x)
+        if self.continuous:
+            return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+        return out if avail is None else masked_logits(out, avail)
+
+    @torch.no_grad()
+    def act(self, obs, h, starts, perm, avail=None, deterministic=False):
+        """As Guider.act: obs (B, N, obs_dim), h (B, 0), starts (B,), perm (B, N), avail (B, N, A) or None ->
+        action (B, N[, A]), logp (B, N), value (B, N) in agent order, and h."""
+        rep, value = self.encode(obs)
+        avail = None if avail is None else to_positions(avail, perm)
+        action, logp = sample_in_order(self, to_positions(rep, perm), avail, deterministic)
+        return to_agents(action, perm), to_agents(logp, perm), value, h
+
+    def evaluate(self, obs, h, starts, actions, perm, avail=None):
+        """As Guider.evaluate: (T, M, ...) -> params (T, M, N, P), logp, entropy, value (T, M, N), in agent order."""
+        T, M, N = perm.shape
+        perm = perm.reshape(T * M, N)
+        rep, value = self.encode(obs.reshape(T * M, N, -1))
+        avail = None if avail is None else to_positions(avail.reshape(T * M, N, -1), perm)
+        actions = to_positions(actions.reshape(T * M, *actions.shape[2:]), perm)
+        params, logp, entropy = teacher_forced(self, to_positions(rep, perm), actions, avail)
+        outputs = [to_agents(x, perm) for x in (params, logp, entropy)] + [value]
+        return [x.reshape(T, M, *x.shape[1:]) for x in outputs]
+
+    def value(self, obs, h, starts):
+        """Values (B, N) of one step, for the GAE bootstrap."""
+        return self.encode(obs)[1]
+
+
+def retention_decays(heads, scale):
+    """Sable's per-head decay per timestep: kappa_h = (1 - exp(linspace(ln 1/32, ln 1/512, heads))_h) * scale."""
+    return (1.0 - np.exp(np.linspace(math.log(1 / 32), math.log(1 / 512), heads))) * scale  # (heads,) numpy
+
+
+def timestep_encoding(count, dim):
+    """Sinusoidal encoding (..., dim) of the within-episode step count (...,): sin at even, cos at odd channels."""
+    div = torch.exp(torch.arange(0, dim, 2, dtype=count.dtype, device=count.device) * (-math.log(10000.0) / dim))
+    x = count.unsqueeze(-1) * div  # (..., dim/2)
+    return torch.stack([torch.sin(x), torch.cos(x)], dim=-1).flatten(-2)
+
+
+def retention_step(q, k, v, state):
+    """The recurrent form for tokens entering together: q, k, v (B, H, n, d), state (B, H, d, d) already decayed
+    to this timestep -> out (B, H, n, d), new state. The encoder enters a timestep's N agents at once (each sees
+    all of them); the decoder one token at a time (each sees itself and the earlier positions)."""
+    state = state + k.transpose(-1, -2) @ v
+    return q @ state, state
+
+
+def retention_chunk(q, k, v, state, starts, kappa, num_agents, causal):
+    """The chunkwise form over Tc timesteps of N tokens (time-major, C = Tc x N), equal to `retention_step` run
+    timestep by timestep (algorithm.md §16; tests/test_guiders.py checks it in float64).
+
+    q, k, v (B, H, C, d); state (B, H, d, d) carried in from before the chunk; starts (B, Tc) True where a
+    timestep starts an episode; kappa (H,) -> out (B, H, C, d), the state after the chunk. Decay counts
+    timesteps, not tokens: a token at step t sees one at step t' <= t with weight kappa^(t - t') unless an
+    episode starts in (t', t]; the carried state reaches only the steps before the chunk's first start, as
+    kappa^(t + 1). `causal` (the decoder) also hides the later positions of the same timestep.
+    """
+    B, H, C, d = q.shape
+    Tc = C // num_agents
+    t = torch.arange(Tc, device=q.device, dtype=q.dtype)
+    episode = starts.long().cumsum(dim=1)  # (B, Tc): starts seen up to t, so equal values = same episode
+    lag = t.unsqueeze(1) - t.unsqueeze(0)  # (Tc, Tc)
+    decay = kappa.view(H, 1, 1) ** lag.clamp(min=0) * (lag >= 0)  # (H, Tc, Tc)
+    same = (episode.unsqueeze(2) == episode.unsqueeze(1)).unsqueeze(1)  # (B, 1, Tc, Tc)
+    D = (decay * same).repeat_interleave(num_agents, dim=2).repeat_interleave(num_agents, dim=3)  # (B, H, C, C)
+    if causal:
+        D = D.tril()
+    inner = ((q @ k.transpose(-1, -2)) * D) @ v
+    xi = kappa.view(1, H, 1) ** (t + 1) * (episode == 0).unsqueeze(1)  # (B, H, Tc)
+    out = inner + (q @ state) * xi.repeat_interleave(num_agents, dim=2).unsqueeze(-1)
+    # the state after the chunk: what the last timestep's tokens see, decayed to it
+    weight = kappa.view(1, H, 1) ** (Tc - 1 - t) * (episode == episode[:, -1:]).unsqueeze(1)  # (B, H, Tc)
+    carried = kappa.view(1, H, 1, 1) ** Tc * (episode[:, -1] == 0).view(B, 1, 1, 1)
+    new_state = k.transpose(-1, -2) @ (v * weight.repeat_interleave(num_agents, dim=2).unsqueeze(-1)) + state * carried
+    return out, new_state
+
+
+class MultiScaleRetention(nn.Module):
+    """Sable's multi-scale retention: per head q = x W_q, k, v (no 1/sqrt(d) scaling, weights N(0, 1/dim^2)),
+    one decay per head, the timestep encoding added to key, query and value; the heads' outputs go through a
+    GroupNorm over head_size/heads-channel sub-groups (the official layout) and a swish gate on the key."""
+
+    def __init__(self, dim, heads, decay, causal):
+        super().__init__()
+        self.heads, self.head_size, self.causal = heads, dim // heads, causal
+        self.w_q, self.w_k, self.w_v, self.w_g, self.w_o = (nn.Linear(dim, dim, bias=False) for _ in range(5))
+        for layer in (self.w_q, self.w_k, self.w_v, self.w_g, self.w_o):
+            torch.nn.init.normal_(layer.weight, std=1.0 / dim)
+        self.group_norm = nn.GroupNorm(heads, self.head_size, eps=1e-6)
+        self.register_buffer("kappa", torch.tensor(retention_decays(heads, decay), dtype=torch.float32))
+
+    def forward(self, key, query, value, encoding, state, starts=None):
+        """Recurrent form (`starts` None): tokens (B, n, dim) of one timestep, state already decayed. Chunkwise
+        form: tokens (B, Tc, N, dim), starts (B, Tc). encoding broadcasts to the tokens. -> out, new state."""
+        key, query, value = key + encoding, query + encoding, value + encoding
+        B, H, d = value.shape[0], self.heads, self.head_size
+        q, k, v = (w(x).reshape(B, -1, H, d).transpose(1, 2) for w, x in zip((self.w_q, self.w_k, self.w_v), (query, key, value)))  # fmt: skip
+        if starts is None:
+            ret, state = retention_step(q, k, v, state)  # (B, H, n, d)
+        else:
+            ret, state = retention_chunk(q, k, v, state, starts, self.kappa, value.shape[2], self.causal)
+        ret = self.group_norm(ret.transpose(1, 2).reshape(-1, d)).reshape(value.shape)
+        return self.w_o(F.silu(self.w_g(key)) * ret), state
+
+
+class SwiGLU(nn.Module):
+    """Sable's feed-forward layer, (swish(x W_gate) * x W_linear) W_output. The official code starts all three
+    weights at zero, so its output and all three gradients are exactly zero and it never trains (algorithm.md §16);
+    `zero_init=False` (`--sable-ffn init`) keeps torch's default initialisation, so it trains."""
+
+    def __init__(self, dim, zero_init):
+        super().__init__()
+        self.gate, self.linear, self.output = (nn.Linear(dim, dim, bias=False) for _ in range(3))
+        if zero_init:
+            for layer in (self.gate, self.linear, self.output):
+                torch.nn.init.zeros_(layer.weight)
+
+    def forward(self, x):
+        return self.output(F.silu(self.gate(x)) * self.linear(x))
+
+
+class SableEncoderBlock(nn.Module):
+    """x <- RMSNorm(x + retention(x)) over all agents of each timestep and the past; x <- RMSNorm(x + FFN(x))."""
+
+    def __init__(self, dim, heads, decay, zero_ffn):
+        super().__init__()
+        self.retention = MultiScaleRetention(dim, heads, decay, causal=False)
+        self.ln1, self.ln2 = nn.RMSNorm(dim, eps=1e-6), nn.RMSNorm(dim, eps=1e-6)
+        self.ffn = SwiGLU(dim, zero_ffn)
+
+    def forward(self, x, encoding, state, starts=None):
+        ret, state = self.retention(x, x, x, encoding, state, starts)
+        x = self.ln1(x + ret)
+        return self.ln2(x + self.ffn(x)), state
+
+
+class SableDecoderBlock(nn.Module):
+    """Causal self-retention over the action path, then causal cross-retention with the observation path `rep`
+    as queries (and as the residual), then the FFN: MAT's wiring with retention in place of attention."""
+
+    def __init__(self, dim, heads, decay, zero_ffn):
+        super().__init__()
+        self.retention = MultiScaleRetention(dim, heads, decay, causal=True)
+        self.cross_retention = MultiScaleRetention(dim, heads, decay, causal=True)
+        self.ln1, self.ln2, self.ln3 = (nn.RMSNorm(dim, eps=1e-6) for _ in range(3))
+        self.ffn = SwiGLU(dim, zero_ffn)
+
+    def forward(self, x, rep, encoding, self_state, cross_state, starts=None):
+        ret, self_state = self.retention(x, x, x, encoding, self_state, starts)
+        x = self.ln1(x + ret)
+        ret, cross_state = self.cross_retention(x, rep, x, encoding, cross_state, starts)
+        y = self.ln2(rep + ret)
+        return self.ln3(y + self.ffn(y)), self_state, cross_state
+
+
+class Sable(nn.Module):
+    """`--guider sable`: Sable (Mahjoub et al. 2025), the paper's guider, as the official code builds it.
+
+    MAT's encoder-decoder with retention over (timesteps x agents) in place of attention: a memory carried
+    across steps and rollouts, reset at episode starts, and the within-episode step count it needs for its
+    timestep encoding carried with it. Rollouts use the recurrent form agent by agent; training the chunkwise
+    form over whole env sequences from the state stored at the rollout's start, in chunks of `chunk_steps`
+    timesteps (the same numbers as the recurrent form; only speed and memory change). Facts about the official
+    network, and where this one differs, are in algorithm.md §16.
+    """
+
+    def __init__(self, obs_dim, num_agents, action_dim, continuous, dim=64, heads=1, blocks=1, decay=0.8,
+                 zero_ffn=True, chunk_steps=0):  # fmt: skip
+        super().__init__()
+        self.num_agents, self.action_dim, self.continuous = num_agents, action_dim, continuous
+        self.dim, self.heads, self.blocks, self.head_size = dim, heads, blocks, dim // heads
+        self.chunk_steps = chunk_steps or max(1, 512 // num_agents)  # default: chunks of at most 512 tokens
+        self.register_buffer("agent_ids", torch.eye(num_agents))
+        self.register_buffer("kappa", torch.tensor(retention_decays(heads, decay), dtype=torch.float32))
+        in_dim = num_agents + obs_dim
+        self.obs_embed = nn.Sequential(nn.RMSNorm(in_dim, eps=1e-6), linear_no_bias(in_dim, dim, np.sqrt(2)), gelu())
+        self.encoder_ln = nn.RMSNorm(dim, eps=1e-6)  # before every encoder block (one norm, shared)
+        self.encoder = nn.ModuleList([SableEncoderBlock(dim, heads, decay, zero_ffn) for _ in range(blocks)])
+        self.value_head = nn.Sequential(
+            layer_init(nn.Linear(dim, dim)), gelu(), nn.RMSNorm(dim, eps=1e-6), layer_init(nn.Linear(dim, 1), std=0.01)
+        )
+        embed = (
+            layer_init(nn.Linear(action_dim + 1, dim))
+            if continuous
+            else linear_no_bias(action_dim + 1, dim, np.sqrt(2))
+        )
+        self.action_embed = nn.Sequential(embed, gelu())
+        self.decoder_ln = nn.RMSNorm(dim, eps=1e-6)
+        self.decoder = nn.ModuleList([SableDecoderBlock(dim, heads, decay, zero_ffn) for _ in range(blocks)])
+        self.policy_head = nn.Sequential(
+            layer_init(nn.Linear(dim, dim)), gelu(), nn.RMSNorm(dim, eps=1e-6),
+            layer_init(nn.Linear(dim, action_dim), std=0.01),
+        )  # fmt: skip
+        if continuous:
+            self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def initial_state(self, num_envs):
+        """(B, 3 x blocks x heads x d x d + 1): per block the encoder's, the decoder self-retention's and its
+        cross-retention's states, then the within-episode step count of the last step, packed in one tensor."""
+        size = 3 * self.blocks * self.heads * self.head_size**2 + 1
+        return torch.zeros(num_envs, size, device=self.agent_ids.device)
+
+    def unpack(self, h):
+        """h (B, S) -> states (B, 3, blocks, heads, d, d), step count (B,)."""
+        return h[:, :-1].reshape(-1, 3, self.blocks, self.heads, self.head_size, self.head_size), h[:, -1]
+
+    def embed(self, obs):
+        """obs (..., N, obs_dim) -> (..., N, dim) in agent order (the id is each agent's own)."""
+        return self.obs_embed(torch.cat([self.agent_ids.expand(*obs.shape[:-1], self.num_agents), obs], dim=-1))
+
+    def policy(self, x, avail):
+        out = self.policy_head(x)
+        if self.continuous:
+            return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+        return out if avail is None else masked_logits(out, avail)
+
+    def begin_step(self, h, starts):
+        """The memory at a new timestep: zeroed where an episode starts, else decayed once (per head); the step
+        count 0 at a start, +1 otherwise. h (B, S), starts (B,) -> states (B, 3, blocks, heads, d, d), count (B,)."""
+        states, count = self.unpack(h)
+        keep = (~starts).to(h.dtype)
+        return states * self.kappa.view(1, 1, 1, -1, 1, 1) * keep.view(-1, 1, 1, 1, 1, 1), (count + 1) * keep
+
+    def encode_step(self, obs, states, count, perm):
+        """The encoder's recurrent step over the N agents (in decoding order; it is permutation-equivariant)."""
+        encoding = timestep_encoding(count, self.dim).unsqueeze(1)  # (B, 1, dim)
+        x = to_positions(self.embed(obs), perm)  # (B, N, dim)
+        for i, block in enumerate(self.encoder):
+            x, states[:, 0, i] = block(self.encoder_ln(x), encoding, states[:, 0, i])
+        return x, self.value_head(x).squeeze(-1), encoding
+
+    @torch.no_grad()
+    def act(self, obs, h, starts, perm, avail=None, deterministic=False):
+        """As Guider.act, in the recurrent form: obs (B, N, obs_dim), h (B, S), starts (B,), perm (B, N), avail
+        (B, N, A) or None -> action (B, N[, A]), logp (B, N), value (B, N) in agent order, and the new h."""
+        states, count = self.begin_step(h, starts)
+        rep, value, encoding = self.encode_step(obs, states, count, perm)  # (B, N, dim), (B, N)
+        avail = None if avail is None else to_positions(avail, perm)
+        B = obs.shape[0]
+        token = torch.zeros(B, 1, self.action_dim + 1, device=obs.device, dtype=rep.dtype)
+        token[:, 0, 0] = 1.0  # the start flag, at the first position of every timestep
+        actions, logps = [], []
+        for j in range(self.num_agents):
+            x = self.decoder_ln(self.action_embed(token))  # (B, 1, dim)
+            for i, block in enumerate(self.decoder):
+                x, states[:, 1, i], states[:, 2, i] = block(
+                    x, rep[:, j : j + 1], encoding, states[:, 1, i], states[:, 2, i]
+                )
+            params = self.policy(x[:, 0], None if avail is None else avail[:, j])
+            action = dist_sample(params, self.continuous, deterministic)
+            actions.append(action)
+            logps.append(dist_log_prob(params, action, self.continuous))
+            token = torch.zeros_like(token)  # the last position's action never enters the memory (as officially)
+            token[:, 0, 1:] = action_features(action, self.action_dim, self.continuous)
+        action, logp = torch.stack(actions, dim=1), torch.stack(logps, dim=1)
+        h = torch.cat([states.flatten(1), count.unsqueeze(1)], dim=1)
+        return to_agents(action, perm), to_agents(logp, perm), to_agents(value, perm), h
+
+    def sequence(self, obs, h, starts, actions, perm, avail=None):
+        """Teacher-forced chunkwise pass over stored sequences from the state h stored at their start.
+
+        obs (T, M, N, obs_dim), h (M, S), starts (T, M), actions (T, M, N[, A]), perm (T, M, N), avail
+        (T, M, N, A) or None -> params (T, M, N, P), value (T, M, N) in agent order, and the state after step T-1.
+        """
+        T, M, N = perm.shape
+        states, count0 = self.unpack(h)
+        # the step count of every stored step: steps since the last start, or the stored count + t + 1 before any
+        t = torch.arange(T, device=h.device).unsqueeze(1)
+        last_start = torch.where(starts, t, -1).cummax(dim=0).values  # (T, M)
+        count = torch.where(last_start >= 0, t - last_start, count0.long() + t + 1).to(h.dtype).T  # (M, T)
+        flat_perm = perm.reshape(T * M, N)
+
+        def positions(x):  # (T, M, N, ...) agent order -> (M, T, N, ...) decoding order
+            return to_positions(x.reshape(T * M, N, *x.shape[3:]), flat_perm).reshape(T, M, N, *x.shape[3:]).transpose(0, 1)  # fmt: skip
+
+        x = positions(self.embed(obs))  # (M, T, N, dim)
+        tokens = shifted_tokens(to_positions(actions.reshape(T * M, *actions.shape[2:]), flat_perm), self.action_dim, self.continuous, x.dtype)  # fmt: skip
+        tokens = tokens.reshape(T, M, N, -1).transpose(0, 1)  # (M, T, N, A+1)
+        encoding = timestep_encoding(count, self.dim).unsqueeze(2)  # (M, T, 1, dim)
+        starts = starts.T  # (M, T)
+        encoder_states = [states[:, 0, i] for i in range(self.blocks)]
+        self_states = [states[:, 1, i] for i in range(self.blocks)]
+        cross_states = [states[:, 2, i] for i in range(self.blocks)]
+        reps, outs = [], []
+        for begin in range(0, T, self.chunk_steps):
+            piece = slice(begin, begin + self.chunk_steps)
+            rep, enc, chunk_starts = x[:, piece], encoding[:, piece], starts[:, piece]
+            for i, block in enumerate(self.encoder):
+                rep, encoder_states[i] = block(self.encoder_ln(rep), enc, encoder_states[i], chunk_starts)
+            y = self.decoder_ln(self.action_embed(tokens[:, piece]))
+            for i, block in enumerate(self.decoder):
+                y, self_states[i], cross_states[i] = block(y, rep, enc, self_states[i], cross_states[i], chunk_starts)
+            reps.append(rep)
+            outs.append(y)
+        rep, y = torch.cat(reps, dim=1), torch.cat(outs, dim=1)  # (M, T, N, dim)
+        params = self.policy(y, None if avail is None else positions(avail))
+        value = self.value_head(rep).squeeze(-1)
+
+        def agents(x):  # (M, T, N, ...) decoding order -> (T, M, N, ...) agent order
+            return to_agents(x.transpose(0, 1).reshape(T * M, N, *x.shape[3:]), flat_perm).reshape(T, M, N, *x.shape[3:])  # fmt: skip
+
+        states = torch.stack([torch.stack(s, dim=1) for s in (encoder_states, self_states, cross_states)], dim=1)
+        last_count = count[:, -1]
+        return agents(params), agents(value), torch.cat([states.flatten(1), last_count.unsqueeze(1)], dim=1)
+
+    def evaluate(self, obs, h, starts, actions, perm, avail=None):
+        """As Guider.evaluate: (T, M, ...) -> params (T, M, N, P), logp, entropy, value (T, M, N), in agent order."""
+        params, value, _ = self.sequence(obs, h, starts, actions, perm, avail)
+        return params, dist_log_prob(params, actions, self.continuous), dist_entropy(params, self.continuous), value
+
+    @torch.no_grad()
+    def value(self, obs, h, starts):
+        """Values (B, N) of one step, for the GAE bootstrap (the encoder's recurrent step)."""
+        states, count = self.begin_step(h, starts)
+        perm = torch.arange(self.num_agents, device=obs.device).expand(obs.shape[0], -1)
+        return self.encode_step(obs, states, count, perm)[1]
 
 
 class Learner(nn.Module):
@@ -669,6 +1140,18 @@ def decoding_order(num_envs, num_agents, device, agent_order):
     return random_perm(num_envs, num_agents, device)
 
 
+def make_guider(args, obs_dim, num_agents, action_dim, continuous, state_dim=0):
+    """The guider `--guider` names (algorithm.md §16); all three share one interface: initial_state(B),
+    act(obs, h, starts, perm, avail, deterministic), evaluate(obs, h, starts, actions, perm, avail), value(obs, h, starts)."""
+    sizes = dict(dim=args.guider_dim, heads=args.guider_heads, blocks=args.guider_blocks)
+    if args.guider == "mat":
+        return MAT(obs_dim, num_agents, action_dim, continuous, **sizes)
+    if args.guider == "sable":
+        ffn = dict(zero_ffn=args.sable_ffn == "zero", chunk_steps=args.timestep_chunk_size)
+        return Sable(obs_dim, num_agents, action_dim, continuous, **sizes, decay=args.sable_decay, **ffn)
+    return Guider(obs_dim, num_agents, action_dim, continuous, **sizes, state_dim=state_dim)
+
+
 # ---------------------------------------------------------------------------------------------
 # INFRA: evaluation (algorithm.md §10) and input checks; skip on a first read
 # ---------------------------------------------------------------------------------------------
@@ -681,7 +1164,7 @@ def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, agent_
     `use_state` also sees the world state."""
     B, N = eval_envs.num_envs, eval_envs.num_agents
     obs = torch.from_numpy(eval_envs.reset()).to(device)
-    h = torch.zeros(B, N, hidden_size, device=device)
+    h = torch.zeros(B, N, hidden_size, device=device) if isinstance(policy, Learner) else policy.initial_state(B)
     starts = torch.ones(B, dtype=torch.bool, device=device)
     finished = np.zeros(B, dtype=bool)
     episode_return, won = np.zeros(B, dtype=np.float64), np.zeros(B, dtype=bool)
@@ -690,9 +1173,9 @@ def evaluate(policy, eval_envs, device, hidden_size, deterministic=False, agent_
         if isinstance(policy, Learner):
             action, h = policy.act(obs, h, starts, avail, deterministic)
         else:
-            state = torch.from_numpy(eval_envs.state()).to(device) if use_state else None
+            state = {"state": torch.from_numpy(eval_envs.state()).to(device)} if use_state else {}
             perm = decoding_order(B, N, device, agent_order)
-            action, _, _, h = policy.act(obs, h, starts, perm, avail, deterministic, state)
+            action, _, _, h = policy.act(obs, h, starts, perm, avail, deterministic, **state)
         next_obs, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
         newly = dones & ~finished
         episode_return[newly] = info["episode_return"][newly]
@@ -958,6 +1441,19 @@ def validate_args(args: Args) -> None:
             args.guider_dim % max(args.guider_heads, 1) == 0,
             f"--guider-dim ({args.guider_dim}) must be divisible by --guider-heads ({args.guider_heads})",
         ),
+        (0.0 <= args.sable_decay <= 1.0, f"--sable-decay must be in [0, 1], got {args.sable_decay}"),
+        (args.timestep_chunk_size >= 0, f"--timestep-chunk-size must be >= 0, got {args.timestep_chunk_size}"),
+        (
+            args.guider != "sable"
+            or (args.guider_dim % 2 == 0 and args.guider_dim // args.guider_heads % args.guider_heads == 0),
+            f"--guider sable needs an even --guider-dim whose head size (--guider-dim / --guider-heads = "
+            f"{args.guider_dim // max(args.guider_heads, 1)}) is divisible by --guider-heads ({args.guider_heads}): its "
+            "timestep encoding pairs channels, and its GroupNorm splits each head into --guider-heads groups",
+        ),
+        (
+            args.guider == "mat-gru" or not args.guider_global_state,
+            "--guider-global-state is for --guider mat-gru: MAT and Sable read the agents' observations only, as officially",
+        ),
         (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA device"),
         (args.checkpoint_interval >= 0, f"--checkpoint-interval must be >= 0, got {args.checkpoint_interval}"),
     ]
@@ -1044,10 +1540,12 @@ if __name__ == "__main__":
     N, obs_dim, action_dim, continuous = envs.num_agents, envs.obs_dim, envs.action_dim, envs.continuous_actions
     state_dim = envs.state_dim if args.guider_global_state else 0
 
-    guider = Guider(
-        obs_dim, N, action_dim, continuous, args.guider_dim, args.guider_heads, args.guider_blocks, state_dim
-    )
-    guider = guider.to(device)
+    guider = make_guider(args, obs_dim, N, action_dim, continuous, state_dim).to(device)
+
+    def world_state(x):
+        """The guider's world-state keyword: the state (B, S) or (T, M, S) with --guider-global-state, else none."""
+        return {"state": x} if state_dim else {}
+
     learner = Learner(obs_dim, N, action_dim, continuous, args.learner_hidden).to(device)
     guider_optimizer = torch.optim.Adam(guider.parameters(), lr=args.learning_rate, eps=1e-5)
     learner_optimizer = torch.optim.Adam(learner.parameters(), lr=args.learning_rate, eps=1e-5)
@@ -1073,7 +1571,7 @@ if __name__ == "__main__":
     next_avail = torch.from_numpy(envs.avail_actions()).to(device)  # (B, N, A)
     next_state = torch.from_numpy(envs.state()).to(device)[:, :state_dim]  # (B, state_dim)
     next_start = torch.ones(B, dtype=torch.bool, device=device)
-    guider_h = torch.zeros(B, N, args.guider_dim, device=device)
+    guider_h = guider.initial_state(B)
     learner_h = torch.zeros(B, N, args.learner_hidden, device=device)
     # INFRA: from here on SIGINT / SIGTERM stop the run at its next safe point (on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -1159,7 +1657,7 @@ if __name__ == "__main__":
             perm = decoding_order(B, N, device, args.agent_order)
             with torch.no_grad():
                 action, logprob, value, guider_h = guider.act(
-                    next_obs, guider_h, next_start, perm, next_avail, state=next_state if state_dim else None
+                    next_obs, guider_h, next_start, perm, next_avail, **world_state(next_state)
                 )
                 # The learner's memory is advanced on the guider's trajectory too, so its stored
                 # state matches what BPTT recomputes (the official code's late bug fix, algorithm.md §7).
@@ -1183,9 +1681,7 @@ if __name__ == "__main__":
         # ALGO LOGIC: per-agent GAE from the guider's per-agent values (algorithm.md §8). Every ally gets
         # the team reward; an episode's end (win, loss or SMAX's time limit) is treated as terminal.
         with torch.no_grad():
-            next_world_state = next_state.unsqueeze(0) if state_dim else None
-            mem, _ = guider.memory(next_obs.unsqueeze(0), guider_h, next_start.unsqueeze(0), next_world_state)
-            _, next_value = guider.encode(mem[0])  # the encoder is permutation-equivariant
+            next_value = guider.value(next_obs, guider_h, next_start, **world_state(next_state))
             # With --norm-value the value head predicts standardised returns (identity otherwise).
             raw_values, next_value = value_norm.denormalize(values), value_norm.denormalize(next_value)
             dones = starts.float().unsqueeze(-1)  # (T, B, 1)
@@ -1217,7 +1713,7 @@ if __name__ == "__main__":
                     mb_actions,
                     train_perms[:, mb],
                     mb_avail,
-                    world_states[:, mb] if state_dim else None,
+                    **world_state(world_states[:, mb]),
                 )
                 l_params, _ = learner(mb_obs, learner_h0[mb], mb_starts, mb_avail)  # (T, M, N, P)
                 l_logp = dist_log_prob(l_params, mb_actions, continuous)

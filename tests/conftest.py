@@ -35,6 +35,7 @@ def seed7_runs(tmp_path_factory):
 # or by test, so that the list is in one place; the full suite (no -m) still runs everything.
 QUICK = {
     "test_magpo_math.py": None,  # None: every test of the module
+    "test_guiders.py": None,
     "test_theory_check.py": None,
     "test_happo_baseline.py": None,
     "test_coordsum.py": None,

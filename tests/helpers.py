@@ -117,6 +117,13 @@ CASES = {
                        ("learner", "best_learner", "guider"), [0, 256, 512]),
     "magpo_jumanji": Case("magpo_jumanji.py", TINY_LBF + MAGPO_NETS, "2s-10x10-3p-3f__magpo_jumanji", MAGPO_TAGS,
                           "magpo_jumanji.cleanrl_model", ("learner", "best_learner", "guider"), [0, 256, 512]),
+    # the two other guiders (docs/algorithm.md §16): MAT on continuous MPE; Sable, whose memory a resumed run must
+    # restore, on CoordSum in 16-step chunks (so its training pass carries the state from chunk to chunk)
+    "magpo_mpe_mat": Case("magpo_mpe.py", TINY + MAGPO_NETS + ["--guider", "mat"], "simple_spread_3ag__magpo_mpe",
+                          MAGPO_TAGS, "magpo_mpe.cleanrl_model", ("learner", "best_learner", "guider"), [0, 128, 256]),
+    "magpo_coordsum_sable": Case("magpo_coordsum.py", TINY + MAGPO_NETS + COORDSUM + ["--guider", "sable",
+                                 "--timestep-chunk-size", "16"], "coordsum_3x10__magpo_coordsum", MAGPO_TAGS,
+                                 "magpo_coordsum.cleanrl_model", ("learner", "best_learner", "guider"), [0, 128, 256]),
     "mappo_mpe": Case("mappo_baseline.py", TINY + ["--critic-hidden", "16"], "simple_spread_3ag__mappo_baseline",
                       MAPPO_TAGS, "mappo_baseline.cleanrl_model", ("learner", "best_learner", "critic"),
                       [0, 128, 256]),

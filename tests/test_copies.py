@@ -11,21 +11,29 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAGPO_SCRIPTS = ("magpo_mpe.py", "magpo_coordsum.py", "magpo_smax.py", "magpo_jumanji.py")
 
+# `--guider mat` and `--guider sable` (algorithm.md §16): the same in every MAGPO script and in ctce_baseline.py, whose
+# joint policies they are.
+GUIDER_CLASSES = (
+    "linear_no_bias", "gelu", "MATAttention", "MATBlock", "MAT", "retention_decays", "timestep_encoding",
+    "retention_step", "retention_chunk", "MultiScaleRetention", "SwiGLU", "SableEncoderBlock", "SableDecoderBlock",
+    "Sable",
+)  # fmt: skip
 # The same in every MAGPO script: the math, the distributions, the networks' parts and the learner.
 MAGPO_SHARED = (
     "compute_gae", "normalize", "RunningMeanStd", "guider_loss", "learner_loss",
     "LOG_2PI", "MASKED_LOGIT", "masked_logits", "dist_sample", "tanh_gaussian_log_prob", "dist_log_prob",
     "dist_entropy", "dist_kl",
-    "layer_init", "gru_unroll", "to_positions", "to_agents", "Attention", "EncoderBlock", "DecoderBlock",
+    "layer_init", "gru_unroll", "to_positions", "to_agents", "action_features", "shifted_tokens", "sample_in_order",
+    "teacher_forced", "Attention", "EncoderBlock", "DecoderBlock", *GUIDER_CLASSES,
     "Learner", "to_env_action", "random_perm", "decoding_order",
 )  # fmt: skip
 # magpo_smax.py adds `--guider-global-state` (the guider's world-state input) and win rates, so these
 # are copies between magpo_mpe.py and magpo_coordsum.py only; the SMAX versions differ on purpose.
 # (`evaluate_and_log` differs too: only MPE has a renderer for --capture-video.)
-MPE_COORDSUM_SHARED = ("Guider", "evaluate", "absolute_metric")
+MPE_COORDSUM_SHARED = ("Guider", "make_guider", "evaluate", "absolute_metric")
 # magpo_jumanji.py is magpo_smax.py's sibling (masked discrete actions, the guider's optional global state), so
 # its guider and evaluation are the SMAX ones; it has no wins, so its absolute metric is the MPE one.
-SMAX_JUMANJI_SHARED = ("Guider", "evaluate")
+SMAX_JUMANJI_SHARED = ("Guider", "make_guider", "evaluate")
 MPE_JUMANJI_SHARED = ("absolute_metric",)
 # The baseline's actor is MAGPO's learner (so a comparison isolates the algorithm), with the math it
 # shares. Its evaluation differs only in that there is no guider to evaluate.
@@ -111,7 +119,7 @@ def test_smax_guider_differs_only_by_the_world_state():
     mpe, smax = definitions("magpo_mpe.py")["Guider"], definitions("magpo_smax.py")["Guider"]
     removed = [line[1:].strip() for line in difflib.ndiff(mpe.splitlines(), smax.splitlines()) if line.startswith("- ")]
     allowed = ("def __init__", "self.obs_embed", "def memory", '"""obs (T, B, N', "x = self.obs_embed", "def act",
-               "obs (B, N, obs_dim)", "mem, h = self.memory", "def evaluate", "avail (T, M, N, A)", "mem, _ = self.memory")  # fmt: skip
+               "obs (B, N, obs_dim)", "mem, h = self.memory", "def evaluate", "avail (T, M, N, A)", "mem, _ = self.memory", "def value", "mem, _ = self.memory")  # fmt: skip
     assert all(line.startswith(allowed) for line in removed), [x for x in removed if not x.startswith(allowed)]
 
 

@@ -91,6 +91,28 @@ def test_magpo_networks_run_on_a_device_other_than_the_cpu(monkeypatch, name, co
     assert_meta(g_params, g_logp, g_entropy, g_value, l_params, h, *terms, advantages, returns)
 
 
+@pytest.mark.parametrize("continuous, masked", [(True, False), (False, True)], ids=["continuous", "masked"])
+@pytest.mark.parametrize("network", ["MAT", "Sable"])
+def test_mat_and_sable_guiders_run_on_a_device_other_than_the_cpu(network, continuous, masked):
+    """--guider mat / sable (the same classes in every MAGPO script and ctce_baseline.py): state, rollout step,
+    bootstrap value and the teacher-forced pass (Sable's in 4-step chunks, so the state crosses chunks)."""
+    module = importlib.import_module("magpo_mpe")
+    extra = {"chunk_steps": 4} if network == "Sable" else {}
+    guider = getattr(module, network)(OBS, N, A, continuous, dim=HIDDEN, heads=2, blocks=2, **extra).to(META)
+    h = guider.initial_state(B)
+    starts = meta(B, dtype=torch.bool)
+    perm = module.random_perm(B, N, META)
+    action, logp, value, h = guider.act(
+        meta(B, N, OBS), h, starts, perm, meta(B, N, A, dtype=torch.bool) if masked else None
+    )
+    assert_meta(h, action, logp, value, guider.value(meta(B, N, OBS), h, starts))
+    actions = meta(T, B, N, A) if continuous else meta(T, B, N, dtype=torch.long)
+    perms = module.random_perm(T * B, N, META).reshape(T, B, N)
+    seq_avail = meta(T, B, N, A, dtype=torch.bool) if masked else None
+    outputs = guider.evaluate(meta(T, B, N, OBS), h, meta(T, B, dtype=torch.bool), actions, perms, seq_avail)
+    assert_meta(*outputs)
+
+
 @pytest.mark.parametrize("continuous, masked", [(True, False), (False, True)])
 def test_mappo_networks_run_on_a_device_other_than_the_cpu(monkeypatch, continuous, masked):
     module = importlib.import_module("mappo_baseline")

@@ -222,3 +222,15 @@ def test_enjoy_reloads_other_scripts_models_exactly(seed7_runs, name, policy, fa
     if case.script == "mappo_baseline.py":
         cli = enjoy_cli("--model-path", model_path, "--policy", "guider")
         assert cli.returncode == 1 and "trains no guider" in cli.stderr and "Traceback" not in cli.stderr
+
+
+@pytest.mark.parametrize("name, network", [("magpo_mpe_mat", "MAT"), ("magpo_coordsum_sable", "Sable")])
+def test_enjoy_rebuilds_the_guider_the_run_chose(seed7_runs, name, network):
+    """--guider mat / sable: enjoy.py builds the saved guider through the script's make_guider, and it plays."""
+    case, (run_dir,), _ = seed7_runs(name, runs=1)
+    checkpoint = enjoy.load_checkpoint(os.path.join(run_dir, case.model))
+    module, guider, _ = enjoy.build_policy(checkpoint, "guider")
+    assert type(guider).__name__ == network
+    envs = enjoy.make_eval_envs(checkpoint, 2, 0)
+    returns, _ = module.evaluate(guider, envs, torch.device("cpu"), 0)
+    assert np.isfinite(returns).all()
