@@ -31,6 +31,7 @@ SUPPORTED_SCRIPTS = {
     "magpo_jumanji.py": None,
     "mappo_baseline.py": None,
     "happo_baseline.py": None,
+    "ctce_baseline.py": None,
 }
 JUMANJI_FAMILIES = ("rware", "lbf", "connector")  # drawn by jumanji's own viewer (utils/jumanji.py)
 REQUIRED_KEYS = ("script", "args", "learner", "best_learner")
@@ -42,7 +43,8 @@ class Args:
     """path of a model written by `--save-model`: runs/<run>/<exp_name>.cleanrl_model. It is read with
     `torch.load(weights_only=True)`: tensors and plain values only, so loading a file runs no code from it"""
     policy: Literal["learner", "guider"] = "learner"
-    """`learner`: the decentralised policy that is deployed; `guider`: the centralised one that trained it"""
+    """`learner`: the policy that is deployed (decentralised; ctce_baseline.py's: its joint policy, acting centrally);
+    `guider`: the centralised one that trained a MAGPO learner"""
     checkpoint: Literal["best", "final"] = "best"
     """which learner: `best` = the best evaluated during training (the absolute metric's), `final` = the last;
     the guider is always the last"""
@@ -147,7 +149,11 @@ def build_policy(checkpoint, policy="learner", which="best"):
     # magpo_smax.py's and magpo_jumanji.py's option
     state_dim = probe.state_dim if checkpoint["args"].get("guider_global_state") else 0
     probe.close()
-    if policy == "learner":
+    if policy == "learner" and checkpoint["script"] == "ctce_baseline.py":  # MAT / Sable: the joint policy, central
+        saved = SimpleNamespace(**checkpoint["args"])
+        network, hidden = module.make_network(saved, *dims), saved_arg(checkpoint, "embed_dim")
+        weights = checkpoint["best_learner" if which == "best" else "learner"]
+    elif policy == "learner":
         hidden = saved_arg(checkpoint, "learner_hidden")
         # happo_baseline.py deploys one Learner per agent (`Actors`, the same interface); the others one shared
         policy_class = getattr(module, "Actors", module.Learner)
@@ -192,6 +198,8 @@ if __name__ == "__main__":
 
         envs = StateRecorder(envs)  # also keeps env 0's jumanji states, for jumanji's viewer
     options = {}
+    if checkpoint["script"] == "ctce_baseline.py":  # decodes in its training runs' order scheme
+        options["agent_order"] = checkpoint["args"]["agent_order"]
     if "guider_global_state" in checkpoint["args"] and args.policy == "guider":  # the SMAX and jumanji guiders
         options["use_state"] = bool(checkpoint["args"]["guider_global_state"])
     returns, won = module.evaluate(network, envs, torch.device("cpu"), hidden, deterministic=args.greedy, **options)

@@ -87,6 +87,13 @@ HAPPO_TAGS = MAPPO_TAGS | {"happo/factor_mean", "happo/factor_max", "happo/facto
 # families run once each, as tests/test_scripts.py's variants of these two)
 HAPPO = ["--critic-hidden", "16"]
 HAPPO_OFFICIAL = ["--happo-scheme", "official", "--recurrent-chunk-size", "8"]
+CTCE = ["--embed-dim", "16", "--num-heads", "2"]
+
+
+def ctce(args):
+    """A tiny argument list for ctce_baseline.py, which has no --learner-hidden, plus its network's sizes."""
+    i = args.index("--learner-hidden")
+    return [*args[:i], *args[i + 2 :], *CTCE]
 
 
 @dataclasses.dataclass
@@ -141,6 +148,12 @@ CASES = {
     "happo_coordsum": Case("happo_baseline.py", TINY + HAPPO + HAPPO_OFFICIAL + ["--env", "coordsum"] + COORDSUM,
                            "coordsum_3x10__happo_baseline", HAPPO_TAGS, "happo_baseline.cleanrl_model",
                            ("learner", "best_learner", "critic"), [0, 128, 256]),
+    # ctce_baseline.py (MAT and Sable, acting centrally): MAT on continuous MPE, Sable on CoordSum in 16-step chunks
+    "ctce_mpe_mat": Case("ctce_baseline.py", ctce(TINY) + ["--arch", "mat"], "simple_spread_3ag__mat_baseline",
+                         MAPPO_TAGS, "mat_baseline.cleanrl_model", ("learner", "best_learner"), [0, 128, 256]),
+    "ctce_coordsum_sable": Case("ctce_baseline.py", ctce(TINY) + ["--arch", "sable", "--env", "coordsum",
+                                "--timestep-chunk-size", "16"] + COORDSUM, "coordsum_3x10__sable_baseline", MAPPO_TAGS,
+                                "sable_baseline.cleanrl_model", ("learner", "best_learner"), [0, 128, 256]),
 }  # fmt: skip
 
 
@@ -156,6 +169,16 @@ ONE_RUN_CASES = {
     "happo_rware": Case("happo_baseline.py", TINY_SMAX + HAPPO + ["--env", "rware", "--scenario", "tiny-2ag"],
                         "tiny-2ag__happo_baseline", HAPPO_TAGS - {"charts/episodic_return", "charts/episodic_length"},
                         "happo_baseline.cleanrl_model", ("learner", "best_learner", "critic"), [0, 256, 512]),
+    # ctce_baseline.py on the JAX families, each arch once
+    "ctce_smax_sable": Case("ctce_baseline.py", ctce(TINY_SMAX) + ["--arch", "sable", "--env", "smax"],
+                            "2s3z__sable_baseline", MAPPO_TAGS | WIN_TAGS, "sable_baseline.cleanrl_model",
+                            ("learner", "best_learner"), [0, 256, 512]),
+    "ctce_rware": Case("ctce_baseline.py", ctce(TINY_SMAX) + ["--arch", "sable", "--env", "rware", "--scenario",
+                       "tiny-2ag"], "tiny-2ag__sable_baseline", MAPPO_TAGS - {"charts/episodic_return",
+                       "charts/episodic_length"}, "sable_baseline.cleanrl_model", ("learner", "best_learner"),
+                       [0, 256, 512]),
+    "ctce_jumanji": Case("ctce_baseline.py", ctce(TINY_LBF), "2s-10x10-3p-3f__mat_baseline", MAPPO_TAGS,
+                         "mat_baseline.cleanrl_model", ("learner", "best_learner"), [0, 256, 512]),
 }  # fmt: skip
 
 # One tiny run of every training script, the quick check's end-to-end part (tests/conftest.py)

@@ -45,7 +45,7 @@ BASELINE_SHARED = (
 
 # Long runs (checkpoints, --resume, interrupts, the non-finite guard, progress) and the flags every run checks
 # first (seed, exp_name, finite floats): the same INFRA block in every training script, the baseline included.
-TRAINING_SCRIPTS = (*MAGPO_SCRIPTS, "mappo_baseline.py", "happo_baseline.py")
+TRAINING_SCRIPTS = (*MAGPO_SCRIPTS, "mappo_baseline.py", "happo_baseline.py", "ctce_baseline.py")
 LONG_RUN_SHARED = (
     "CHECKPOINT_VERSION", "RESUMABLE_FLAGS", "INJECT_NAN_AT", "STOP", "on_signal", "RunWriter", "rng_states",
     "set_rng_states", "save_checkpoint", "stop_run", "given_flags", "load_checkpoint", "check_resumable",
@@ -60,6 +60,19 @@ HAPPO_SHARED = (
     "dist_sample", "tanh_gaussian_log_prob", "dist_log_prob", "dist_entropy", "layer_init", "gru_unroll", "Learner",
     "critic_inputs", "Critic", "to_env_action", "SCENARIO_DEFAULTS", "task_name", "make_envs", "evaluate",
     "evaluate_and_log", "absolute_metric",
+)  # fmt: skip
+
+
+# ctce_baseline.py is mappo_baseline.py with the MAGPO scripts' guiders as the whole policy: its networks are the
+# guider classes with their helpers (from magpo_mpe.py), everything else but the training loop is the baseline's.
+CTCE_FROM_MAGPO = (
+    "layer_init", "to_positions", "to_agents", "action_features", "shifted_tokens", "sample_in_order",
+    "teacher_forced", *GUIDER_CLASSES, "to_env_action", "random_perm", "decoding_order",
+)  # fmt: skip
+CTCE_FROM_MAPPO = (
+    "ENV_FLAGS", "compute_gae", "normalize", "RunningMeanStd", "ppo_loss", "LOG_2PI", "MASKED_LOGIT", "masked_logits",
+    "dist_sample", "tanh_gaussian_log_prob", "dist_log_prob", "dist_entropy", "SCENARIO_DEFAULTS", "task_name",
+    "make_envs",
 )  # fmt: skip
 
 
@@ -134,6 +147,11 @@ def test_baseline_actor_is_magpo_learner():
 
 def test_happo_shares_everything_but_the_algorithm_with_mappo():
     assert_copies("mappo_baseline.py", "happo_baseline.py", HAPPO_SHARED)
+
+
+def test_ctce_networks_are_the_magpo_guiders_and_the_rest_is_mappo():
+    assert_copies("magpo_mpe.py", "ctce_baseline.py", CTCE_FROM_MAGPO)
+    assert_copies("mappo_baseline.py", "ctce_baseline.py", CTCE_FROM_MAPPO)
 
 
 def test_happo_value_loss_is_mappo_value_branch():

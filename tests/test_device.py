@@ -21,7 +21,7 @@ import torch
 from helpers import REPO
 
 SCRIPTS = ("magpo_mpe.py", "magpo_coordsum.py", "magpo_smax.py", "magpo_jumanji.py", "mappo_baseline.py",
-           "happo_baseline.py")  # fmt: skip
+           "happo_baseline.py", "ctce_baseline.py")  # fmt: skip
 FACTORIES = {"zeros", "ones", "empty", "full", "arange", "rand", "randn", "randint", "randperm", "tensor",
              "as_tensor", "from_numpy", "eye", "linspace"}  # fmt: skip
 META = torch.device("meta")

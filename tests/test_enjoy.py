@@ -234,3 +234,16 @@ def test_enjoy_rebuilds_the_guider_the_run_chose(seed7_runs, name, network):
     envs = enjoy.make_eval_envs(checkpoint, 2, 0)
     returns, _ = module.evaluate(guider, envs, torch.device("cpu"), 0)
     assert np.isfinite(returns).all()
+
+
+@pytest.mark.parametrize("name, network", [("ctce_mpe_mat", "MAT"), ("ctce_coordsum_sable", "Sable")])
+def test_enjoy_plays_the_ctce_joint_policy(seed7_runs, name, network):
+    """ctce_baseline.py's deployed policy is its joint policy (acting centrally): enjoy.py rebuilds it as the
+    learner, and the command line plays it."""
+    case, (run_dir,), _ = seed7_runs(name, runs=1)
+    model = os.path.join(run_dir, case.model)
+    module, policy, _ = enjoy.build_policy(enjoy.load_checkpoint(model), "learner")
+    assert type(policy).__name__ == network and module.__name__ == "ctce_baseline"
+    result = enjoy_cli("--model-path", model, "--num-episodes", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "learner (best)" in result.stdout, result.stdout

@@ -47,8 +47,8 @@ def test_a_row_becomes_the_documented_flags():
     assert "magpo row for 3x10" in note and "d2ac38b" in note
     expected = dict(
         num_envs=128, num_steps=128, num_minibatches=8, update_epochs=10, learning_rate=2.5e-4, clip_coef=0.05,
-        ent_coef=0.01, max_grad_norm=0.5, alpha=2.0, delta=1.3, guider_dim=32, guider_heads=1, guider_blocks=2,
-        agent_order="official", norm_value=False, vf_coef=0.5, gamma=0.99, gae_lambda=0.95, anneal_lr=False,
+        ent_coef=0.01, max_grad_norm=0.5, alpha=2.0, delta=1.3, guider="sable", guider_dim=32, guider_heads=1,
+        guider_blocks=2, sable_decay=1.0, agent_order="official", norm_value=False, vf_coef=0.5, gamma=0.99, gae_lambda=0.95, anneal_lr=False,
         total_timesteps=1220 * 16384, eval_interval=10 * 16384, coordsum_obs="raw",
     )  # fmt: skip
     assert settings == expected
@@ -63,13 +63,48 @@ def test_a_row_becomes_the_documented_flags():
     assert settings["num_envs"] == 128 and settings["learning_rate"] == 2.5e-4
 
 
+def test_mat_and_sable_rows_and_defaults():
+    """ctce_baseline.py: the MAT and Sable rows on CoordSum (params.csv lines 53-60), with the network's sizes and
+    Sable's decay; elsewhere the official configs' defaults, said so."""
+    settings, note = paper_protocol("mat", "3x10")  # line 53
+    assert "mat row for 3x10" in note
+    assert {k: settings[k] for k in ("num_minibatches", "update_epochs", "learning_rate", "clip_coef", "ent_coef",
+            "max_grad_norm", "embed_dim", "num_heads", "num_blocks", "agent_order")} == dict(
+        num_minibatches=1, update_epochs=5, learning_rate=2.5e-4, clip_coef=0.2, ent_coef=0.001, max_grad_norm=10.0,
+        embed_dim=64, num_heads=4, num_blocks=2, agent_order="official")  # fmt: skip
+    settings, _ = paper_protocol("sable", "5x20")  # line 59
+    assert (settings["embed_dim"], settings["num_heads"], settings["num_blocks"], settings["sable_decay"]) == (
+        128,
+        4,
+        3,
+        0.8,
+    )
+    assert settings["update_epochs"] == 5 and settings["num_minibatches"] == 8 and settings["num_envs"] == 128
+    settings, note = paper_protocol("sable", "2s3z")
+    assert "no sable row" in note and "rec_sable.yaml" in note
+    assert (settings["num_minibatches"], settings["update_epochs"], settings["learning_rate"]) == (2, 4, 2.5e-4)
+    assert settings["sable_decay"] == 0.8 and settings["embed_dim"] == 64 and settings["max_grad_norm"] == 0.5
+    settings, note = paper_protocol("mat", "tiny-2ag")
+    assert "no mat row" in note and (settings["num_minibatches"], settings["clip_coef"]) == (1, 0.1)
+
+
+def test_every_magpo_row_gives_a_valid_sable_guider():
+    """--protocol paper selects the paper's guider: every MAGPO row's sizes must build a Sable (even width, head
+    size divisible by the heads) with its decay in [0, 1]."""
+    for task in tasks("magpo"):
+        settings, _ = paper_protocol("magpo", task)
+        dim, heads = settings["guider_dim"], settings["guider_heads"]
+        assert settings["guider"] == "sable" and dim % 2 == 0 and dim // heads % heads == 0, task
+        assert 0.0 <= settings["sable_decay"] <= 1.0, task
+
+
 def test_unknown_task_or_system_is_an_error():
     with pytest.raises(ValueError, match="no MAGPO row for task 'simple_spread_4ag'"):
         paper_protocol("magpo", "simple_spread_4ag")
     with pytest.raises(ValueError, match="no HAPPO row for task 'simple_spread_4ag'"):
         paper_protocol("happo", "simple_spread_4ag")
-    with pytest.raises(ValueError, match="no paper protocol for 'mat'"):
-        paper_protocol("mat", "3x10")
+    with pytest.raises(ValueError, match="no paper protocol for 'ctds'"):
+        paper_protocol("ctds", "3x10")
 
 
 def test_a_happo_row_becomes_the_documented_flags():
@@ -128,6 +163,8 @@ PROTOCOL_CASES = {
     "magpo_jumanji": ("magpo", "2s-10x10-3p-3f"),
     "mappo_coordsum": ("mappo", "3x10"),
     "happo_coordsum": ("happo", "3x10"),
+    "ctce_coordsum_sable": ("sable", "3x10"),
+    "ctce_mpe_mat": ("mat", "simple_spread_3ag"),
 }
 
 

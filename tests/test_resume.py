@@ -23,7 +23,7 @@ import magpo_mpe
 # mappo_coordsum: a run off MPE saves its env's agent count and action kind, which --resume must accept.
 # happo_mpe / happo_coordsum: one Adam per actor (and per critic under the official scheme), all in the checkpoint.
 RESUME_CASES = ("magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_mpe", "mappo_coordsum",
-                "happo_mpe", "happo_coordsum", "magpo_coordsum_sable")  # fmt: skip
+                "happo_mpe", "happo_coordsum", "magpo_coordsum_sable", "ctce_mpe_mat", "ctce_coordsum_sable")  # fmt: skip
 
 
 def batch(case):

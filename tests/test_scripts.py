@@ -56,9 +56,8 @@ def test_tiny_run_writes_tags_model_and_says_where(once):
     assert f"run directory: runs/{name}" in stdout
     assert f"model saved to runs/{name}/{case.model}" in stdout
     eval_episodes = int(case.args[len(case.args) - 1 - case.args[::-1].index("--num-eval-episodes") + 1])
-    assert (
-        f"absolute metric: best {'learner' if 'magpo' in case.script else 'actor'} over {10 * eval_episodes}" in stdout
-    )
+    deployed = "learner" if "magpo" in case.script else "policy" if "ctce" in case.script else "actor"
+    assert f"absolute metric: best {deployed} over {10 * eval_episodes}" in stdout
     saved = torch.load(os.path.join(run_dir, case.model), weights_only=True)
     assert saved["script"] == case.script and {"args", *case.networks} <= set(saved)
     assert (
@@ -131,6 +130,13 @@ VARIANTS = [
     ("happo_jumanji", [], None),
     ("happo_rware", ["--happo-scheme", "official", "--recurrent-chunk-size", "32"], None),
     ("happo_jumanji", ["--env", "connector", "--scenario", "con-5x5x3a", "--recurrent-chunk-size", "0"], None),
+    # ctce_baseline.py on every family (CASES: MAT on MPE, Sable on CoordSum), each arch at least once
+    ("ctce_mpe_mat", ["--arch", "sable", "--no-continuous-actions", "--agent-order", "official"], None),
+    ("ctce_coordsum_sable", ["--arch", "mat", "--scenario", "5x20"], None),
+    ("ctce_smax_sable", [], None),
+    ("ctce_jumanji", [], None),
+    ("ctce_rware", [], None),
+    ("ctce_jumanji", ["--env", "connector", "--scenario", "con-5x5x3a"], None),
 ]
 
 
@@ -191,6 +197,8 @@ COMMON_BAD = [
     ({"max_grad_norm": -float("inf")}, "--max-grad-norm must be a finite number, got -inf"),
 ]
 MAGPO_BAD = [
+    ({"guider": "sable", "guider_dim": 12, "guider_heads": 4}, "--guider sable needs an even --guider-dim whose head"),
+    ({"sable_decay": -0.1}, "--sable-decay must be in [0, 1], got -0.1"),
     ({"delta": 1.0}, "--delta must be > 1"),
     ({"delta": float("nan")}, "--delta must be a finite number (or inf), got nan"),  # inf is allowed: no tether
     ({"alpha": -1.0}, "--alpha must be >= 0"),
@@ -206,6 +214,7 @@ BAD = {
     "magpo_smax.py": COMMON_BAD + MAGPO_BAD + [
         ({"map_name": "2s3zz"}, "unknown SMAX map '2s3zz'; registered maps: 10m_vs_11m"),
         ({"capture_video": True}, "--capture-video is not available for SMAX"),
+        ({"guider": "sable", "guider_global_state": True}, "--guider-global-state is for --guider mat-gru"),
     ],
     "mappo_baseline.py": COMMON_BAD + [
         ({"env": "smac"}, "unknown --env 'smac'; choose one of ['mpe', 'coordsum', 'smax', 'rware', 'lbf', 'connector']"),
@@ -234,6 +243,14 @@ BAD = {
         ({"env": "lbf", "scenario": "3x10"}, "unknown lbf task '3x10'; the paper's lbf tasks: 2s-8x8-2p-2f-coop, "),
         ({"env": "smax", "map_name": "9z"}, "unknown SMAX map '9z'; registered maps: 10m_vs_11m, "),
     ],
+    "ctce_baseline.py": COMMON_BAD + [
+        ({"env": "smac"}, "unknown --env 'smac'; choose one of ['mpe', 'coordsum', 'smax', 'rware', 'lbf', 'connector']"),
+        ({"embed_dim": 10, "num_heads": 3}, "--embed-dim (10) must be divisible by --num-heads (3)"),
+        ({"arch": "sable", "embed_dim": 12, "num_heads": 4}, "--arch sable needs an even --embed-dim whose head size"),
+        ({"sable_decay": 1.5}, "--sable-decay must be in [0, 1], got 1.5"),
+        ({"timestep_chunk_size": -1}, "--timestep-chunk-size must be >= 0, got -1"),
+        ({"env": "coordsum", "num_agents": 4}, "--num-agents is a flag of --env mpe, not of --env coordsum"),
+    ],
     "magpo_jumanji.py": COMMON_BAD + MAGPO_BAD + [
         ({"scenario": "tiny-3ag"}, "unknown rware task 'tiny-3ag'; the paper's rware tasks: tiny-2ag, "),
         ({"env": "lbf", "scenario": "con-5x5x3a"}, "unknown lbf task 'con-5x5x3a'"),
@@ -255,7 +272,8 @@ def test_validate_args_rejects_bad_input(script, overrides, message):
 
 
 @pytest.mark.parametrize(
-    "name", ["magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum", "happo_coordsum"]
+    "name",
+    ["magpo_mpe", "magpo_coordsum", "magpo_smax", "magpo_jumanji", "mappo_coordsum", "happo_coordsum", "ctce_mpe_mat"],
 )
 def test_bad_input_is_one_line_error_and_builds_nothing(tmp_path, name):
     """How a script exits on bad input (the messages are checked in-process above)."""

@@ -15,8 +15,12 @@ IPPO without a row also lr 2.5e-4, 4 epochs x 2 minibatches, epsilon 0.2, entrop
   here (128 / num_minibatches envs) holds the same environments as one averaged official gradient;
 - the budget: `num_updates` 1220 x 16,384 = 19,988,480 steps, evaluated every 10 updates (122 evaluations);
 - raw returns (`--no-norm-value`), so the value clip with epsilon acts in raw return units, as the official one;
-- MAGPO: the row's schedule, step sizes, alpha, delta and Sable's sizes as the guider's (`n_embd`, `n_block`,
-  `n_head`; Sable's decay has no counterpart here), and the official agent order (`--agent-order official`);
+- MAGPO: the row's schedule, step sizes, alpha and delta, the paper's guider (`--guider sable`) at the row's sizes
+  (`n_embd`, `n_block`, `n_head`) and decay (`decay_scaling_factor`), and the official agent order
+  (`--agent-order official`);
+- MAT / Sable (ctce_baseline.py): the row on CoordSum (schedule, step sizes, the network's sizes, Sable's decay),
+  elsewhere the official configs' defaults (`mava/configs/system/mat/mat.yaml` + `network/transformer.yaml`,
+  `system/sable/rec_sable.yaml` + `network/rec_retention.yaml`), and `--agent-order official`;
 - HAPPO: the row's schedule, step sizes and `recurrent_chunk_size` (cut into contiguous pieces here: the official
   code's were strided, docs/algorithm.md §15), and the authors' update scheme (`--happo-scheme official`);
 - CoordSum: the raw target as the observation (`--coordsum-obs raw`), the official encoding.
@@ -33,10 +37,17 @@ UPDATE_BATCH_SIZE = 2  # rec_magpo.yaml / rec_mappo.yaml: two copies of the upda
 ROLLOUT_LENGTH = 128
 # what every official system shares (rec_magpo.yaml, rec_mappo.yaml, rec_ippo.yaml)
 COMMON = dict(num_steps=ROLLOUT_LENGTH, gamma=0.99, gae_lambda=0.95, vf_coef=0.5, anneal_lr=False, norm_value=False)
+# mat.yaml + transformer.yaml and rec_sable.yaml + rec_retention.yaml, for the tasks without a tuned MAT / Sable row
+NETWORK_YAML = {
+    "mat": dict(num_minibatches=1, update_epochs=5, learning_rate=5e-4, clip_coef=0.1, ent_coef=0.01, max_grad_norm=5.0,
+                embed_dim=64, num_heads=1, num_blocks=1),
+    "sable": dict(num_minibatches=2, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.2, ent_coef=0.01,
+                  max_grad_norm=0.5, embed_dim=64, num_heads=1, num_blocks=1, sable_decay=0.8),
+}  # fmt: skip
 # rec_mappo.yaml / rec_ippo.yaml, for the tasks without a tuned MAPPO / IPPO row
 PPO_YAML = dict(num_minibatches=2, update_epochs=4, learning_rate=2.5e-4, clip_coef=0.2, ent_coef=0.01,
                 max_grad_norm=0.5, num_envs=64, num_updates=1220, num_evaluation=122)  # fmt: skip
-SYSTEMS = ("magpo", "mappo", "ippo", "happo")
+SYSTEMS = ("magpo", "mappo", "ippo", "happo", "mat", "sable")
 TUNED_EVERYWHERE = ("magpo", "happo")  # the systems with a row for each of the 43 tasks
 
 
@@ -66,7 +77,11 @@ def paper_protocol(system, task):
         raise ValueError(
             f"params.csv has no {system.upper()} row for task {task!r} (it has: {', '.join(tasks(system))})"
         )
-    if row is None:  # MAPPO / IPPO off CoordSum: the official config's defaults
+    if row is None and system in NETWORK_YAML:  # MAT / Sable off CoordSum: the official configs' defaults
+        settings = dict(PPO_YAML, **NETWORK_YAML[system], agent_order="official")
+        yaml = "mat.yaml and transformer.yaml" if system == "mat" else "rec_sable.yaml and rec_retention.yaml"
+        note = f"params.csv has no {system} row for {task}: {yaml}'s defaults"
+    elif row is None:  # MAPPO / IPPO off CoordSum: the official config's defaults
         settings = dict(PPO_YAML)
         note = f"params.csv has no {system} row for {task}: rec_{system}.yaml's defaults"
     else:
@@ -82,15 +97,24 @@ def paper_protocol(system, task):
             num_evaluation=int(row["num_evaluation"]),
         )
         note = f"the {system} row for {task} in {PARAMS_SOURCE}"
-        if system == "magpo":
+        if system == "magpo":  # the paper's guider is Sable, at the row's sizes and decay
             settings.update(
                 alpha=float(row["alpha"]),
                 delta=float(row["delta"]),
+                guider="sable",
                 guider_dim=int(row["n_embd"]),
                 guider_heads=int(row["n_head"]),
                 guider_blocks=int(row["n_block"]),
+                sable_decay=float(row["decay_scaling_factor"]),
                 agent_order="official",
             )
+        if system in NETWORK_YAML:  # MAT / Sable on CoordSum: the row's network sizes (and Sable's decay)
+            settings.update(
+                embed_dim=int(row["n_embd"]), num_heads=int(row["n_head"]), num_blocks=int(row["n_block"]),
+                agent_order="official",
+            )  # fmt: skip
+            if system == "sable":
+                settings.update(sable_decay=float(row["decay_scaling_factor"]))
         if system == "happo":  # rec_happo.yaml: the authors' scheme (docs/algorithm.md §15); 128 = 0 = whole rollouts
             chunk = int(row["recurrent_chunk_size"])
             settings.update(recurrent_chunk_size=0 if chunk == ROLLOUT_LENGTH else chunk, happo_scheme="official")

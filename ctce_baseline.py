@@ -1,0 +1,1577 @@
+"""MAT and Sable, the paper's centralised (CTCE) baselines, trained with PPO alone, in one file.
+
+MAT: Wen et al., "Multi-Agent Reinforcement Learning is a Sequence Modeling Problem" (NeurIPS 2022).
+Sable: Mahjoub et al., "Sable: a Performant, Efficient and Scalable Sequence Model for MARL" (ICML 2025).
+Both are baselines of MAGPO (Li, Xie, Lu, arXiv 2507.18059), whose guider is Sable; `docs/algorithm.md`
+describes MAGPO and the protocol shared with it (cited below as "algorithm.md §n"; the two networks: §16).
+
+The story of this file, top to bottom:
+  Args -> pure math (GAE, the PPO loss, value normalisation, action distributions) -> networks (`--arch mat`:
+  the memoryless Multi-Agent Transformer; `--arch sable`: retention over agents and time, the same classes as
+  the MAGPO scripts' `--guider mat` / `--guider sable`) -> infrastructure (environment glue, evaluation, input
+  checks) -> main: seeding, envs, rollout with the joint policy, per-agent GAE from its per-agent values, PPO
+  update over whole env sequences (Sable: the chunkwise pass from the stored memory), logging, absolute metric.
+  Blocks marked `# ALGO LOGIC:` are the algorithm; `# INFRA:` can be skipped.
+
+**Execution is centralised.** The policy that acts and is evaluated is the joint policy: every agent's action is
+decoded from all agents' observations and the actions decoded before it (in a random order per env and step,
+stored so that training re-scores each action in the order it was sampled: r = 1 at the first PPO step; or the
+official order scheme with `--agent-order official`). That is how the paper scored MAT and Sable; MAGPO deploys a
+decentralised learner instead. The evaluation is logged under the same tags as the other scripts
+(`eval/learner_return`, `eval/win_rate`, `eval/absolute_learner_return`) so that plot.py compares them.
+
+Everything but the network and its acting is `mappo_baseline.py`'s (copied, tests/test_copies.py): the env glue,
+the PPO loss, GAE, value normalisation, the rollout size, the budget, the evaluation protocol and the defaults, so
+that a comparison with MAPPO differs only in the network and its centralised execution.
+"""
+
+import os
+
+# Must be set before torch is imported: OpenMP threads that spin while waiting cost 59-96x on a
+# 2-core machine when numpy, the env and torch take turns (measured, see docs/benchmarks.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import copy
+import math
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+import tyro
+
+# ENV-SPECIFIC: a new environment gets its flags here, in Args, and in "Environment glue"
+ENV_FLAGS = {
+    "mpe": ("num_agents", "continuous_actions", "local_ratio", "max_cycles", "env_backend"),
+    "coordsum": ("scenario", "coordsum_history", "coordsum_obs", "max_steps"),
+    "smax": ("map_name",),
+    # the paper's jumanji tasks (utils/jumanji.py): `--scenario` names the task, as in magpo_jumanji.py
+    "rware": ("scenario",),
+    "lbf": ("scenario",),
+    "connector": ("scenario",),
+}
+
+
+@dataclass
+class Args:
+    exp_name: str | None = None
+    """the name of this experiment; default `mat_baseline` or `sable_baseline` by `--arch` (so that plot.py,
+    which groups runs by exp_name, keeps the two apart)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """`torch.backends.cudnn.deterministic` (on by default; `--no-torch-deterministic` turns it off)"""
+    cuda: bool = False
+    """if toggled, run the networks on the GPU (an error if none is available)"""
+    torch_threads: int = 1
+    """torch intra-op threads; 1 is fastest for these small networks on a 2-core CPU"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (needs `pip install wandb`)"""
+    wandb_project_name: str = "magpo"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    save_model: bool = False
+    """whether to save the joint policy (final and best, as `learner` / `best_learner`, the names enjoy.py reads)
+    and the args to `runs/{run_name}`"""
+    checkpoint_interval: int = 0
+    """write the full training state to `runs/{run_name}/checkpoint.pt` every this many environment steps
+    (0: every --eval-interval), at the end of the run and on Ctrl-C / SIGTERM (docs/usage.md, "Long runs")"""
+    resume: str | None = None
+    """continue the run in this directory (`runs/<run>`) from its checkpoint.pt, with its saved arguments;
+    only --total-timesteps, --checkpoint-interval, --torch-threads, --track, --wandb-*, --save-model may change"""
+    capture_video: bool = False
+    """whether to save a GIF of the joint policy's first evaluation episode at every evaluation to
+    `runs/{run_name}/videos` (MPE only: there is no CoordSum or SMAX renderer, and enjoy.py draws jumanji's)"""
+
+    # The network
+    arch: Literal["mat", "sable"] = "mat"
+    """`mat`: the memoryless Multi-Agent Transformer; `sable`: Sable, retention over agents and time (algorithm.md §16)"""
+    agent_order: Literal["random", "official"] = "random"
+    """the decoding order (algorithm.md §3): `random` = a random order per env and step, stored and re-used in
+    training; `official` = index order in rollouts and one random order per epoch in training (r != 1 at first)"""
+
+    # Environment (ENV-SPECIFIC). A flag of another env than `--env` is an error.
+    env: str = "mpe"
+    """`mpe` (simple_spread, utils/mpe.py), `coordsum` (the paper's coordination benchmark, utils/coordsum.py),
+    `smax` (JaxMARL's StarCraft-like SMAX with heuristic enemies, utils/smax.py; metric: win rate), or jumanji's
+    `rware`, `lbf` or `connector` (RobotWarehouse, LevelBasedForaging, Connector: utils/jumanji.py)"""
+    num_agents: int = 3
+    """MPE: number of agents (and landmarks) in simple_spread (CoordSum and SMAX: set by the scenario / map)"""
+    continuous_actions: bool = True
+    """MPE: continuous 5-dim actions in [0, 1] as in the paper; `--no-continuous-actions` for Discrete(5)"""
+    local_ratio: float = 0.5
+    """MPE: weight of each agent's local (collision) reward against the shared landmark reward"""
+    max_cycles: int = 25
+    """MPE: episode length (episodes end by truncation)"""
+    env_backend: Literal["numpy", "pettingzoo"] = "numpy"
+    """MPE: `numpy` = batched simple_spread (utils/mpe.py, same numbers as mpe2); `pettingzoo` = the real mpe2"""
+    scenario: str | None = None
+    """CoordSum scenario NxK (N agents, K actions): 3x10 (the default), 3x30, 5x20 or 8x15. RWARE, LBF,
+    Connector: the paper's task (default tiny-2ag, 2s-8x8-2p-2f-coop, con-5x5x3a; all 26 in utils/jumanji.py)"""
+    coordsum_history: Literal["official", "full"] = "official"
+    """CoordSum: `official` = K history rows, targets >= K-1 share the last one (the official JAX clamp);
+    `full` = one row per target value"""
+    coordsum_obs: Literal["onehot", "raw"] = "onehot"
+    """CoordSum: `onehot` = the target as a one-hot over maxval values (as magpo_coordsum.py);
+    `raw` = the official single float"""
+    max_steps: int = 100
+    """CoordSum: episode length (the official time limit)"""
+    map_name: str = "2s3z"
+    """SMAX: the map (any map registered in JaxMARL; the paper's ten are in utils/smax.py's PAPER_MAPS)"""
+
+    # Algorithm (defaults: mappo_baseline.py's, so that a comparison differs in the network only)
+    protocol: Literal["default", "paper"] = "default"
+    """`paper`: the official code's set-up for this task (utils/protocol.py, docs/environments.md): the
+    params.csv row of MAT / Sable where the paper tuned one (CoordSum, with the network's sizes), else the official
+    configs' defaults (mat.yaml + transformer.yaml, rec_sable.yaml + rec_retention.yaml); 2 x 64 envs per update
+    (`--num-envs 128`), 20M steps evaluated every 10 updates, `vf_coef` 0.5, `--no-norm-value`,
+    `--agent-order official` and, on CoordSum, `--coordsum-obs raw`; flags given on the command line win"""
+    total_timesteps: int = 2_000_000
+    """total environment steps (one step of one environment counts one), rounded down to whole rollouts of
+    num_envs x num_steps (the run says so when it rounds); the same as magpo_mpe.py"""
+    learning_rate: float = 5e-4
+    """Adam's learning rate (mappo_baseline.py's and magpo_mpe.py's 5e-4)"""
+    anneal_lr: bool = False
+    """toggle learning rate annealing (Yu et al. do not anneal)"""
+    num_envs: int = 64
+    """the number of parallel environments (as magpo_mpe.py)"""
+    num_steps: int = 128
+    """the rollout length per environment per update (as magpo_mpe.py)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of minibatches; each holds whole `num_steps` sequences of `num_envs / num_minibatches` envs
+    (Sable trains over them in its chunkwise form from the stored memory; MAT has none). 5 x 4 = mappo_baseline.py's
+    and magpo_mpe.py's schedule: 20 gradient steps per 8,192 env steps"""
+    update_epochs: int = 5
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """toggles advantage normalisation (per minibatch, over all agent tokens, as magpo_mpe.py)"""
+    clip_coef: float = 0.2
+    """the PPO clip epsilon (also clips the value update), Yu et al.'s 0.2"""
+    clip_vloss: bool = True
+    """toggles the clipped value loss (Yu et al.)"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy bonus (mappo_baseline.py's 0.01)"""
+    vf_coef: float = 1.0
+    """coefficient of the value loss (mappo_baseline.py's 1; here policy and values share the encoder, so it weighs
+    the two; the official MAT and Sable use 0.5, which --protocol paper sets)"""
+    norm_value: bool = True
+    """learn standardised returns (running mean/std: Yu et al.'s ValueNorm, as magpo_mpe.py); `--no-norm-value` for raw"""
+    max_grad_norm: float = 10.0
+    """the maximum norm for the gradient clipping of the one network (mappo_baseline.py's 10)"""
+
+    # Network sizes (the official transformer.yaml / rec_retention.yaml defaults: 64 wide, 1 block, 1 head)
+    embed_dim: int = 64
+    """width of the embeddings and of the attention / retention"""
+    num_heads: int = 1
+    """attention (MAT) or retention (Sable) heads"""
+    num_blocks: int = 1
+    """blocks in the encoder and in the decoder"""
+    sable_decay: float = 0.8
+    """Sable's decay scaling factor in [0, 1]: each head's decay per timestep is multiplied by it (official 0.8)"""
+    sable_ffn: Literal["zero", "init"] = "zero"
+    """Sable's SwiGLU layers: `zero` = zero-initialised as the official code, so they never train (algorithm.md
+    §16); `init` = torch's default initialisation, so they train"""
+    timestep_chunk_size: int = 0
+    """timesteps per chunk of Sable's chunkwise training pass (0: chunks of at most 512 agent tokens); speed and
+    memory only, the numbers are the same"""
+
+    # Evaluation (as magpo_mpe.py)
+    eval_interval: int = 100_000
+    """evaluate the joint policy every this many environment steps"""
+    num_eval_episodes: int = 32
+    """episodes per evaluation; the absolute metric re-scores the best policy on 10x as many"""
+
+    # computed at runtime from the fields above, not settable
+    batch_size: int = field(default=0, init=False)
+    """environment steps per rollout, num_envs x num_steps"""
+    minibatch_envs: int = field(default=0, init=False)
+    """environments per minibatch, num_envs / num_minibatches"""
+    num_iterations: int = field(default=0, init=False)
+    """rollout-and-update iterations, total_timesteps // batch_size"""
+
+
+# Parse the command line before the heavy imports below (torch, TensorBoard, and JAX for SMAX), so that
+# `--help` and a mistyped flag answer at once instead of after seconds of imports.
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
+
+from utils import ENV_FAMILY, EpisodeRecorder, check_requirements, random_policy_score
+from utils.coordsum import SCENARIOS
+from utils.jumanji import DEFAULT_SCENARIOS, FAMILIES, check_task
+from utils.protocol import apply_paper_protocol, as_flags
+from utils.render import save_gif
+
+
+# ---------------------------------------------------------------------------------------------
+# ALGO LOGIC: pure math, imported by tests/test_mappo_baseline.py (GAE and value normalisation are
+# magpo_mpe.py's, copied; tests/test_copies.py checks that they still are)
+# ---------------------------------------------------------------------------------------------
+def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+    """Generalised advantage estimation, per agent (algorithm.md §8).
+
+    rewards, values: (T, B, N); dones: (T, B, 1) or (T, B, N), `dones[t] = 1` when observation t is
+    the first of a new episode (CleanRL's convention); next_value (B, N), next_done (B, 1) or (B, N):
+    the value and done flag of the observation after the rollout. The time limit is treated as
+    termination: the fixed-length episode return is the task's objective.
+    Returns (advantages, returns), each (T, B, N).
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(rewards[0])
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextnonterminal, nextvalues = 1.0 - next_done, next_value
+        else:
+            nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
+        td_error = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = td_error + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+def normalize(x):
+    """Per-minibatch advantage normalisation over all tokens (algorithm.md §8)."""
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+class RunningMeanStd:
+    """Running mean and variance of every value seen (parallel-update formula, as CleanRL's), for
+    value normalisation (algorithm.md §6). `enabled=False` makes every method the identity."""
+
+    def __init__(self, enabled=True):
+        self.enabled = enabled
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def update(self, x):
+        if not self.enabled:
+            return
+        batch_mean, batch_var, n = x.mean().item(), x.var(unbiased=False).item(), x.numel()
+        diff, total = batch_mean - self.mean, self.count + n
+        self.mean += diff * n / total
+        self.var = (self.var * self.count + batch_var * n + diff**2 * self.count * n / total) / total
+        self.count = total
+
+    def normalize(self, x):
+        return (x - self.mean) / math.sqrt(self.var + 1e-8) if self.enabled else x
+
+    def denormalize(self, x):
+        return x * math.sqrt(self.var + 1e-8) + self.mean if self.enabled else x
+
+
+def ppo_loss(
+    *,
+    logp,
+    logp_old,
+    advantages,
+    entropy,
+    value,
+    value_old,
+    returns,
+    clip_coef,
+    ent_coef,
+    vf_coef,
+    norm_adv=True,
+    clip_vloss=True,
+):
+    """MAPPO's loss: clipped surrogate + clipped value loss - entropy bonus. Returns (loss, stats).
+
+    Every argument but the scalars is a per-token tensor (any shape, one entry per (t, env, agent)):
+    logp = log pi(a|own history) of the current actor, logp_old = the log-prob stored at rollout,
+    entropy = H(pi), value = the current critic's prediction, value_old = the one stored at rollout,
+    returns = the value targets (A_raw + V_old, in the critic's space: standardised with --norm-value).
+    """
+    adv = normalize(advantages) if norm_adv else advantages
+    logratio = logp - logp_old
+    ratio = logratio.exp()
+    pg_loss = -torch.min(ratio * adv, ratio.clamp(1 - clip_coef, 1 + clip_coef) * adv).mean()
+
+    if clip_vloss:  # the value may move at most clip_coef from its rollout-time prediction
+        v_clipped = value_old + (value - value_old).clamp(-clip_coef, clip_coef)
+        v_loss = 0.5 * torch.max((value - returns) ** 2, (v_clipped - returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((value - returns) ** 2).mean()
+
+    entropy_mean = entropy.mean()
+    loss = pg_loss - ent_coef * entropy_mean + vf_coef * v_loss
+    with torch.no_grad():
+        stats = {
+            "policy_loss": pg_loss.item(),
+            "value_loss": v_loss.item(),
+            "entropy": entropy_mean.item(),
+            "approx_kl": ((ratio - 1) - logratio).mean().item(),
+            "clipfrac": ((ratio - 1.0).abs() > clip_coef).float().mean().item(),
+        }
+    return loss, stats
+
+
+# Action distributions, magpo_mpe.py's (copied). `params` is one tensor per token: discrete -> logits
+# (..., A), in which unavailable actions already carry MASKED_LOGIT (see `masked_logits`); continuous
+# -> [mean, log_std] (..., 2A) of a Gaussian over the pre-tanh action u. Continuous actions are
+# stored as u; the env gets (tanh(u) + 1) / 2 in [0, 1].
+LOG_2PI = math.log(2 * math.pi)
+# A large finite number rather than -inf: softmax gives the masked actions probability exactly 0
+# (exp(-1e9) underflows in float32 and float64), and the entropy and KL terms p * log p and
+# p * (log p - log q) are then 0 * (finite) = 0, where -inf would give 0 * -inf = nan.
+MASKED_LOGIT = -1e9
+
+
+def masked_logits(logits, avail):
+    """logits (..., A), avail (..., A) bool -> logits with the unavailable actions at MASKED_LOGIT.
+    At least one action must be available; where all are (envs without masks) nothing changes."""
+    return logits.masked_fill(~avail, MASKED_LOGIT)
+
+
+def dist_sample(params, continuous, deterministic=False):
+    if continuous:
+        mean, log_std = params.chunk(2, dim=-1)
+        return mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+    if deterministic:
+        return params.argmax(-1)
+    return torch.multinomial(params.softmax(-1).reshape(-1, params.shape[-1]), 1).reshape(params.shape[:-1])
+
+
+def tanh_gaussian_log_prob(u, mean, log_std):
+    """log-density of a = tanh(u), u ~ N(mean, exp(log_std)^2), summed over action dims.
+
+    Change of variables: log p(a) = log N(u) - sum log(1 - tanh(u)^2), with the stable form
+    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
+    """
+    log_normal = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * LOG_2PI
+    log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+    return (log_normal - log_det).sum(-1)
+
+
+def dist_log_prob(params, action, continuous):
+    if continuous:
+        mean, log_std = params.chunk(2, dim=-1)
+        return tanh_gaussian_log_prob(action, mean, log_std)
+    return params.log_softmax(-1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
+
+
+def dist_entropy(params, continuous):
+    """Categorical: exact, over the available actions (masked ones contribute 0 * finite = 0).
+    Tanh-Gaussian: no closed form, so the entropy of the pre-tanh Gaussian."""
+    if continuous:
+        _, log_std = params.chunk(2, dim=-1)
+        return (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
+    logp = params.log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# ALGO LOGIC: networks: the MAGPO scripts' `--guider mat` and `--guider sable` (copied; algorithm.md §16), with their
+# helpers; here they are the whole policy, acting centrally
+# ---------------------------------------------------------------------------------------------
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def to_positions(x, perm):
+    """Agent order -> decoding order: out[:, j] = x[:, perm[:, j]]. x (M, N, ...), perm (M, N)."""
+    index = perm.reshape(*perm.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return torch.gather(x, 1, index)
+
+
+def to_agents(x, perm):
+    """Decoding order -> agent order (the inverse of `to_positions`)."""
+    return to_positions(x, perm.argsort(dim=1))
+
+
+def action_features(action, action_dim, continuous):
+    """What a decoder reads of an action: tanh(u) for continuous actions, the one-hot index otherwise."""
+    return torch.tanh(action) if continuous else F.one_hot(action, action_dim).float()
+
+
+def shifted_tokens(actions, action_dim, continuous, dtype):
+    """Decoder inputs for teacher forcing: actions (M, N[, A]) in decoding order -> tokens (M, N, A+1), position 0
+    holding the start flag and position j the features of position j-1's action (actions shifted right by one)."""
+    M, N = actions.shape[:2]
+    tokens = torch.zeros(M, N, action_dim + 1, device=actions.device, dtype=dtype)
+    tokens[:, 0, 0] = 1.0
+    tokens[:, 1:, 1:] = action_features(actions[:, :-1], action_dim, continuous)  # (M, N-1, A)
+    return tokens
+
+
+def sample_in_order(guider, rep, avail, deterministic):
+    """Autoregressive sampling for the guiders whose decoder re-reads the whole token sequence (mat-gru, mat):
+    rep (B, N, dim) and avail (B, N, A) or None in decoding order -> actions (B, N[, A]) and their log-probs
+    (B, N), in decoding order. The decoder is causal, so the positions > j do not matter yet at position j."""
+    B, N = rep.shape[:2]
+    tokens = torch.zeros(B, N, guider.action_dim + 1, device=rep.device, dtype=rep.dtype)
+    tokens[:, 0, 0] = 1.0
+    actions, logps = [], []
+    for j in range(N):
+        params = guider.decode(tokens, rep, avail)[:, j]
+        action = dist_sample(params, guider.continuous, deterministic)
+        actions.append(action)
+        logps.append(dist_log_prob(params, action, guider.continuous))
+        if j + 1 < N:  # (B, A): position j's action, fed to j+1
+            tokens[:, j + 1, 1:] = action_features(action, guider.action_dim, guider.continuous)
+    return torch.stack(actions, dim=1), torch.stack(logps, dim=1)
+
+
+def teacher_forced(guider, rep, actions, avail):
+    """One decoder pass with the stored actions shifted right (mat-gru, mat): rep (M, N, dim), actions
+    (M, N[, A]), avail (M, N, A) or None, all in decoding order -> params (M, N, P), logp (M, N), entropy (M, N)."""
+    params = guider.decode(shifted_tokens(actions, guider.action_dim, guider.continuous, rep.dtype), rep, avail)
+    return params, dist_log_prob(params, actions, guider.continuous), dist_entropy(params, guider.continuous)
+
+
+def linear_no_bias(in_dim, out_dim, std):
+    layer = nn.Linear(in_dim, out_dim, bias=False)
+    torch.nn.init.orthogonal_(layer.weight, std)
+    return layer
+
+
+def gelu():
+    return nn.GELU(approximate="tanh")
+
+
+class MATAttention(nn.Module):
+    """MAT's attention: queries from `query`, keys and values from `context`, projections orthogonal(0.01),
+    `mask` (N, N) True = blocked (the causal mask of the decoder's two attentions)."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.query = layer_init(nn.Linear(dim, dim), std=0.01)
+        self.key = layer_init(nn.Linear(dim, dim), std=0.01)
+        self.value = layer_init(nn.Linear(dim, dim), std=0.01)
+        self.proj = layer_init(nn.Linear(dim, dim), std=0.01)
+
+    def forward(self, query, context, mask=None):
+        M, N, dim = query.shape
+        q = self.query(query).view(M, N, self.heads, -1).transpose(1, 2)  # (M, heads, N, dim/heads)
+        k = self.key(context).view(M, N, self.heads, -1).transpose(1, 2)
+        v = self.value(context).view(M, N, self.heads, -1).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (M, heads, N, N)
+        if mask is not None:
+            scores = scores.masked_fill(mask, float("-inf"))
+        return self.proj((scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(M, N, dim))
+
+
+class MATBlock(nn.Module):
+    """A post-LN block of MAT. Encoder (`cross=False`): self-attention over the agents, then an MLP. Decoder
+    (`cross=True`): causal self-attention over the action path, then a causal cross-attention whose queries are
+    the observation representations `rep` and whose residual is `rep` (MAT's wiring, not a textbook decoder's),
+    then an MLP. Position j thus sees every observation and the actions of positions < j only."""
+
+    def __init__(self, dim, heads, cross):
+        super().__init__()
+        self.attn = MATAttention(dim, heads)
+        self.cross_attn = MATAttention(dim, heads) if cross else None
+        self.norms = nn.ModuleList([nn.LayerNorm(dim, eps=1e-6) for _ in range(3 if cross else 2)])
+        self.mlp = nn.Sequential(layer_init(nn.Linear(dim, dim)), gelu(), layer_init(nn.Linear(dim, dim), std=0.01))
+
+    def forward(self, x, rep=None, mask=None):
+        x = self.norms[0](x + self.attn(x, x, mask))
+        if self.cross_attn is not None:
+            x = self.norms[1](rep + self.cross_attn(rep, x, mask))
+        return self.norms[-1](x + self.mlp(x))
+
+
+class MAT(nn.Module):
+    """`--guider mat`: the Multi-Agent Transformer (Wen et al. 2022) as the official code builds it, memoryless.
+
+    Encoder over the N agents' current (id, observation) tokens, no positional encoding (permutation-equivariant),
+    a value per agent from it; an autoregressive decoder over the decoding positions (algorithm.md §3, §16).
+    It has no memory: `initial_state` is an empty (B, 0) tensor, so the loops carry it like any other state.
+    """
+
+    def __init__(self, obs_dim, num_agents, action_dim, continuous, dim=64, heads=1, blocks=1):
+        super().__init__()
+        self.num_agents, self.action_dim, self.continuous = num_agents, action_dim, continuous
+        self.register_buffer("agent_ids", torch.eye(num_agents))
+        self.register_buffer("causal_mask", torch.triu(torch.ones(num_agents, num_agents, dtype=torch.bool), 1))
+        in_dim = num_agents + obs_dim
+        self.obs_embed = nn.Sequential(nn.LayerNorm(in_dim, eps=1e-6), layer_init(nn.Linear(in_dim, dim)), gelu())
+        self.encoder_ln = nn.LayerNorm(dim, eps=1e-6)
+        self.encoder = nn.ModuleList([MATBlock(dim, heads, cross=False) for _ in range(blocks)])
+        self.value_head = nn.Sequential(
+            layer_init(nn.Linear(dim, dim)),
+            gelu(),
+            nn.LayerNorm(dim, eps=1e-6),
+            layer_init(nn.Linear(dim, 1), std=0.01),
+        )
+        # Decoder input at position j: [is_start, features of the action at position j-1] (bias: continuous only)
+        embed = (
+            layer_init(nn.Linear(action_dim + 1, dim))
+            if continuous
+            else linear_no_bias(action_dim + 1, dim, np.sqrt(2))
+        )
+        self.action_embed = nn.Sequential(embed, gelu())
+        self.decoder_ln = nn.LayerNorm(dim, eps=1e-6)
+        self.decoder = nn.ModuleList([MATBlock(dim, heads, cross=True) for _ in range(blocks)])
+        self.policy_head = nn.Sequential(
+            layer_init(nn.Linear(dim, dim)), gelu(), nn.LayerNorm(dim, eps=1e-6),
+            layer_init(nn.Linear(dim, action_dim), std=0.01),
+        )  # fmt: skip
+        if continuous:
+            self.log_std = nn.Parameter(torch.zeros(action_dim))  # state-independent, as the other guiders
+
+    def initial_state(self, num_envs):
+        return torch.zeros(num_envs, 0, device=self.agent_ids.device)  # no memory
+
+    def encode(self, obs):
+        """obs (M, N, obs_dim) in agent order -> representations (M, N, dim), values (M, N), in agent order."""
+        M, N, _ = obs.shape
+        x = self.encoder_ln(self.obs_embed(torch.cat([self.agent_ids.expand(M, N, N), obs], dim=-1)))
+        for block in self.encoder:
+            x = block(x)
+        return x, self.value_head(x).squeeze(-1)
+
+    def decode(self, tokens, rep, avail=None):
+        """tokens (M, N, A+1), rep (M, N, dim), avail (M, N, A) or None, in decoding order -> params (M, N, P)."""
+        x = self.decoder_ln(self.action_embed(tokens))
+        for block in self.decoder:
+            x = block(x, rep, self.causal_mask)
+        out = self.policy_head(x)
+        if self.continuous:
+            return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+        return out if avail is None else masked_logits(out, avail)
+
+    @torch.no_grad()
+    def act(self, obs, h, starts, perm, avail=None, deterministic=False):
+        """As Guider.act: obs (B, N, obs_dim), h (B, 0), starts (B,), perm (B, N), avail (B, N, A) or None ->
+        action (B, N[, A]), logp (B, N), value (B, N) in agent order, and h."""
+        rep, value = self.encode(obs)
+        avail = None if avail is None else to_positions(avail, perm)
+        action, logp = sample_in_order(self, to_positions(rep, perm), avail, deterministic)
+        return to_agents(action, perm), to_agents(logp, perm), value, h
+
+    def evaluate(self, obs, h, starts, actions, perm, avail=None):
+        """As Guider.evaluate: (T, M, ...) -> params (T, M, N, P), logp, entropy, value (T, M, N), in agent order."""
+        T, M, N = perm.shape
+        perm = perm.reshape(T * M, N)
+        rep, value = self.encode(obs.reshape(T * M, N, -1))
+        avail = None if avail is None else to_positions(avail.reshape(T * M, N, -1), perm)
+        actions = to_positions(actions.reshape(T * M, *actions.shape[2:]), perm)
+        params, logp, entropy = teacher_forced(self, to_positions(rep, perm), actions, avail)
+        outputs = [to_agents(x, perm) for x in (params, logp, entropy)] + [value]
+        return [x.reshape(T, M, *x.shape[1:]) for x in outputs]
+
+    def value(self, obs, h, starts):
+        """Values (B, N) of one step, for the GAE bootstrap."""
+        return self.encode(obs)[1]
+
+
+def retention_decays(heads, scale):
+    """Sable's per-head decay per timestep: kappa_h = (1 - exp(linspace(ln 1/32, ln 1/512, heads))_h) * scale."""
+    return (1.0 - np.exp(np.linspace(math.log(1 / 32), math.log(1 / 512), heads))) * scale
+
+
+def timestep_encoding(count, dim):
+    """Sinusoidal encoding (..., dim) of the within-episode step count (...,): sin at even, cos at odd channels."""
+    div = torch.exp(torch.arange(0, dim, 2, dtype=count.dtype, device=count.device) * (-math.log(10000.0) / dim))
+    x = count.unsqueeze(-1) * div  # (..., dim/2)
+    return torch.stack([torch.sin(x), torch.cos(x)], dim=-1).flatten(-2)
+
+
+def retention_step(q, k, v, state):
+    """The recurrent form for tokens entering together: q, k, v (B, H, n, d), state (B, H, d, d) already decayed
+    to this timestep -> out (B, H, n, d), new state. The encoder enters a timestep's N agents at once (each sees
+    all of them); the decoder one token at a time (each sees itself and the earlier positions)."""
+    state = state + k.transpose(-1, -2) @ v
+    return q @ state, state
+
+
+def retention_chunk(q, k, v, state, starts, kappa, num_agents, causal):
+    """The chunkwise form over Tc timesteps of N tokens (time-major, C = Tc x N), equal to `retention_step` run
+    timestep by timestep (algorithm.md §16; tests/test_guiders.py checks it in float64).
+
+    q, k, v (B, H, C, d); state (B, H, d, d) carried in from before the chunk; starts (B, Tc) True where a
+    timestep starts an episode; kappa (H,) -> out (B, H, C, d), the state after the chunk. Decay counts
+    timesteps, not tokens: a token at step t sees one at step t' <= t with weight kappa^(t - t') unless an
+    episode starts in (t', t]; the carried state reaches only the steps before the chunk's first start, as
+    kappa^(t + 1). `causal` (the decoder) also hides the later positions of the same timestep.
+    """
+    B, H, C, d = q.shape
+    Tc = C // num_agents
+    t = torch.arange(Tc, device=q.device, dtype=q.dtype)
+    episode = starts.long().cumsum(dim=1)  # (B, Tc): starts seen up to t, so equal values = same episode
+    lag = t.unsqueeze(1) - t.unsqueeze(0)  # (Tc, Tc)
+    decay = kappa.view(H, 1, 1) ** lag.clamp(min=0) * (lag >= 0)  # (H, Tc, Tc)
+    same = (episode.unsqueeze(2) == episode.unsqueeze(1)).unsqueeze(1)  # (B, 1, Tc, Tc)
+    D = (decay * same).repeat_interleave(num_agents, dim=2).repeat_interleave(num_agents, dim=3)  # (B, H, C, C)
+    if causal:
+        D = D.tril()
+    inner = ((q @ k.transpose(-1, -2)) * D) @ v
+    xi = kappa.view(1, H, 1) ** (t + 1) * (episode == 0).unsqueeze(1)  # (B, H, Tc)
+    out = inner + (q @ state) * xi.repeat_interleave(num_agents, dim=2).unsqueeze(-1)
+    # the state after the chunk: what the last timestep's tokens see, decayed to it
+    weight = kappa.view(1, H, 1) ** (Tc - 1 - t) * (episode == episode[:, -1:]).unsqueeze(1)  # (B, H, Tc)
+    carried = kappa.view(1, H, 1, 1) ** Tc * (episode[:, -1] == 0).view(B, 1, 1, 1)
+    new_state = k.transpose(-1, -2) @ (v * weight.repeat_interleave(num_agents, dim=2).unsqueeze(-1)) + state * carried
+    return out, new_state
+
+
+class MultiScaleRetention(nn.Module):
+    """Sable's multi-scale retention: per head q = x W_q, k, v (no 1/sqrt(d) scaling, weights N(0, 1/dim^2)),
+    one decay per head, the timestep encoding added to key, query and value; the heads' outputs go through a
+    GroupNorm over head_size/heads-channel sub-groups (the official layout) and a swish gate on the key."""
+
+    def __init__(self, dim, heads, decay, causal):
+        super().__init__()
+        self.heads, self.head_size, self.causal = heads, dim // heads, causal
+        self.w_q, self.w_k, self.w_v, self.w_g, self.w_o = (nn.Linear(dim, dim, bias=False) for _ in range(5))
+        for layer in (self.w_q, self.w_k, self.w_v, self.w_g, self.w_o):
+            torch.nn.init.normal_(layer.weight, std=1.0 / dim)
+        self.group_norm = nn.GroupNorm(heads, self.head_size, eps=1e-6)
+        self.register_buffer("kappa", torch.tensor(retention_decays(heads, decay), dtype=torch.float32))
+
+    def forward(self, key, query, value, encoding, state, starts=None):
+        """Recurrent form (`starts` None): tokens (B, n, dim) of one timestep, state already decayed. Chunkwise
+        form: tokens (B, Tc, N, dim), starts (B, Tc). encoding broadcasts to the tokens. -> out, new state."""
+        key, query, value = key + encoding, query + encoding, value + encoding
+        B, H, d = value.shape[0], self.heads, self.head_size
+        q, k, v = (w(x).reshape(B, -1, H, d).transpose(1, 2) for w, x in zip((self.w_q, self.w_k, self.w_v), (query, key, value)))  # fmt: skip
+        if starts is None:
+            ret, state = retention_step(q, k, v, state)  # (B, H, n, d)
+        else:
+            ret, state = retention_chunk(q, k, v, state, starts, self.kappa, value.shape[2], self.causal)
+        ret = self.group_norm(ret.transpose(1, 2).reshape(-1, d)).reshape(value.shape)
+        return self.w_o(F.silu(self.w_g(key)) * ret), state
+
+
+class SwiGLU(nn.Module):
+    """Sable's feed-forward layer, (swish(x W_gate) * x W_linear) W_output. The official code starts all three
+    weights at zero, so its output and all three gradients are exactly zero and it never trains (algorithm.md §16);
+    `zero_init=False` (`--sable-ffn init`) keeps torch's default initialisation, so it trains."""
+
+    def __init__(self, dim, zero_init):
+        super().__init__()
+        self.gate, self.linear, self.output = (nn.Linear(dim, dim, bias=False) for _ in range(3))
+        if zero_init:
+            for layer in (self.gate, self.linear, self.output):
+                torch.nn.init.zeros_(layer.weight)
+
+    def forward(self, x):
+        return self.output(F.silu(self.gate(x)) * self.linear(x))
+
+
+class SableEncoderBlock(nn.Module):
+    """x <- RMSNorm(x + retention(x)) over all agents of each timestep and the past; x <- RMSNorm(x + FFN(x))."""
+
+    def __init__(self, dim, heads, decay, zero_ffn):
+        super().__init__()
+        self.retention = MultiScaleRetention(dim, heads, decay, causal=False)
+        self.ln1, self.ln2 = nn.RMSNorm(dim, eps=1e-6), nn.RMSNorm(dim, eps=1e-6)
+        self.ffn = SwiGLU(dim, zero_ffn)
+
+    def forward(self, x, encoding, state, starts=None):
+        ret, state = self.retention(x, x, x, encoding, state, starts)
+        x = self.ln1(x + ret)
+        return self.ln2(x + self.ffn(x)), state
+
+
+class SableDecoderBlock(nn.Module):
+    """Causal self-retention over the action path, then causal cross-retention with the observation path `rep`
+    as queries (and as the residual), then the FFN: MAT's wiring with retention in place of attention."""
+
+    def __init__(self, dim, heads, decay, zero_ffn):
+        super().__init__()
+        self.retention = MultiScaleRetention(dim, heads, decay, causal=True)
+        self.cross_retention = MultiScaleRetention(dim, heads, decay, causal=True)
+        self.ln1, self.ln2, self.ln3 = (nn.RMSNorm(dim, eps=1e-6) for _ in range(3))
+        self.ffn = SwiGLU(dim, zero_ffn)
+
+    def forward(self, x, rep, encoding, self_state, cross_state, starts=None):
+        ret, self_state = self.retention(x, x, x, encoding, self_state, starts)
+        x = self.ln1(x + ret)
+        ret, cross_state = self.cross_retention(x, rep, x, encoding, cross_state, starts)
+        y = self.ln2(rep + ret)
+        return self.ln3(y + self.ffn(y)), self_state, cross_state
+
+
+class Sable(nn.Module):
+    """`--guider sable`: Sable (Mahjoub et al. 2025), the paper's guider, as the official code builds it.
+
+    MAT's encoder-decoder with retention over (timesteps x agents) in place of attention: a memory carried
+    across steps and rollouts, reset at episode starts, and the within-episode step count it needs for its
+    timestep encoding carried with it. Rollouts use the recurrent form agent by agent; training the chunkwise
+    form over whole env sequences from the state stored at the rollout's start, in chunks of `chunk_steps`
+    timesteps (the same numbers as the recurrent form; only speed and memory change). Facts about the official
+    network, and where this one differs, are in algorithm.md §16.
+    """
+
+    def __init__(self, obs_dim, num_agents, action_dim, continuous, dim=64, heads=1, blocks=1, decay=0.8,
+                 zero_ffn=True, chunk_steps=0):  # fmt: skip
+        super().__init__()
+        self.num_agents, self.action_dim, self.continuous = num_agents, action_dim, continuous
+        self.dim, self.heads, self.blocks, self.head_size = dim, heads, blocks, dim // heads
+        self.chunk_steps = chunk_steps or max(1, 512 // num_agents)  # default: chunks of at most 512 tokens
+        self.register_buffer("agent_ids", torch.eye(num_agents))
+        self.register_buffer("kappa", torch.tensor(retention_decays(heads, decay), dtype=torch.float32))
+        in_dim = num_agents + obs_dim
+        self.obs_embed = nn.Sequential(nn.RMSNorm(in_dim, eps=1e-6), linear_no_bias(in_dim, dim, np.sqrt(2)), gelu())
+        self.encoder_ln = nn.RMSNorm(dim, eps=1e-6)  # before every encoder block (one norm, shared)
+        self.encoder = nn.ModuleList([SableEncoderBlock(dim, heads, decay, zero_ffn) for _ in range(blocks)])
+        self.value_head = nn.Sequential(
+            layer_init(nn.Linear(dim, dim)), gelu(), nn.RMSNorm(dim, eps=1e-6), layer_init(nn.Linear(dim, 1), std=0.01)
+        )
+        embed = (
+            layer_init(nn.Linear(action_dim + 1, dim))
+            if continuous
+            else linear_no_bias(action_dim + 1, dim, np.sqrt(2))
+        )
+        self.action_embed = nn.Sequential(embed, gelu())
+        self.decoder_ln = nn.RMSNorm(dim, eps=1e-6)
+        self.decoder = nn.ModuleList([SableDecoderBlock(dim, heads, decay, zero_ffn) for _ in range(blocks)])
+        self.policy_head = nn.Sequential(
+            layer_init(nn.Linear(dim, dim)), gelu(), nn.RMSNorm(dim, eps=1e-6),
+            layer_init(nn.Linear(dim, action_dim), std=0.01),
+        )  # fmt: skip
+        if continuous:
+            self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def initial_state(self, num_envs):
+        """(B, 3 x blocks x heads x d x d + 1): per block the encoder's, the decoder self-retention's and its
+        cross-retention's states, then the within-episode step count of the last step, packed in one tensor."""
+        size = 3 * self.blocks * self.heads * self.head_size**2 + 1
+        return torch.zeros(num_envs, size, device=self.agent_ids.device)
+
+    def unpack(self, h):
+        """h (B, S) -> states (B, 3, blocks, heads, d, d), step count (B,)."""
+        return h[:, :-1].reshape(-1, 3, self.blocks, self.heads, self.head_size, self.head_size), h[:, -1]
+
+    def embed(self, obs):
+        """obs (..., N, obs_dim) -> (..., N, dim) in agent order (the id is each agent's own)."""
+        return self.obs_embed(torch.cat([self.agent_ids.expand(*obs.shape[:-1], self.num_agents), obs], dim=-1))
+
+    def policy(self, x, avail):
+        out = self.policy_head(x)
+        if self.continuous:
+            return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+        return out if avail is None else masked_logits(out, avail)
+
+    def begin_step(self, h, starts):
+        """The memory at a new timestep: zeroed where an episode starts, else decayed once (per head); the step
+        count 0 at a start, +1 otherwise. h (B, S), starts (B,) -> states (B, 3, blocks, heads, d, d), count (B,)."""
+        states, count = self.unpack(h)
+        keep = (~starts).to(h.dtype)
+        return states * self.kappa.view(1, 1, 1, -1, 1, 1) * keep.view(-1, 1, 1, 1, 1, 1), (count + 1) * keep
+
+    def encode_step(self, obs, states, count, perm):
+        """The encoder's recurrent step over the N agents (in decoding order; it is permutation-equivariant)."""
+        encoding = timestep_encoding(count, self.dim).unsqueeze(1)  # (B, 1, dim)
+        x = to_positions(self.embed(obs), perm)  # (B, N, dim)
+        for i, block in enumerate(self.encoder):
+            x, states[:, 0, i] = block(self.encoder_ln(x), encoding, states[:, 0, i])
+        return x, self.value_head(x).squeeze(-1), encoding
+
+    @torch.no_grad()
+    def act(self, obs, h, starts, perm, avail=None, deterministic=False):
+        """As Guider.act, in the recurrent form: obs (B, N, obs_dim), h (B, S), starts (B,), perm (B, N), avail
+        (B, N, A) or None -> action (B, N[, A]), logp (B, N), value (B, N) in agent order, and the new h."""
+        states, count = self.begin_step(h, starts)
+        rep, value, encoding = self.encode_step(obs, states, count, perm)  # (B, N, dim), (B, N)
+        avail = None if avail is None else to_positions(avail, perm)
+        B = obs.shape[0]
+        token = torch.zeros(B, 1, self.action_dim + 1, device=obs.device, dtype=rep.dtype)
+        token[:, 0, 0] = 1.0  # the start flag, at the first position of every timestep
+        actions, logps = [], []
+        for j in range(self.num_agents):
+            x = self.decoder_ln(self.action_embed(token))  # (B, 1, dim)
+            for i, block in enumerate(self.decoder):
+                x, states[:, 1, i], states[:, 2, i] = block(
+                    x, rep[:, j : j + 1], encoding, states[:, 1, i], states[:, 2, i]
+                )
+            params = self.policy(x[:, 0], None if avail is None else avail[:, j])
+            action = dist_sample(params, self.continuous, deterministic)
+            actions.append(action)
+            logps.append(dist_log_prob(params, action, self.continuous))
+            token = torch.zeros_like(token)  # the last position's action never enters the memory (as officially)
+            token[:, 0, 1:] = action_features(action, self.action_dim, self.continuous)
+        action, logp = torch.stack(actions, dim=1), torch.stack(logps, dim=1)
+        h = torch.cat([states.flatten(1), count.unsqueeze(1)], dim=1)
+        return to_agents(action, perm), to_agents(logp, perm), to_agents(value, perm), h
+
+    def sequence(self, obs, h, starts, actions, perm, avail=None):
+        """Teacher-forced chunkwise pass over stored sequences from the state h stored at their start.
+
+        obs (T, M, N, obs_dim), h (M, S), starts (T, M), actions (T, M, N[, A]), perm (T, M, N), avail
+        (T, M, N, A) or None -> params (T, M, N, P), value (T, M, N) in agent order, and the state after step T-1.
+        """
+        T, M, N = perm.shape
+        states, count0 = self.unpack(h)
+        # the step count of every stored step: steps since the last start, or the stored count + t + 1 before any
+        t = torch.arange(T, device=h.device).unsqueeze(1)
+        last_start = torch.where(starts, t, -1).cummax(dim=0).values  # (T, M)
+        count = torch.where(last_start >= 0, t - last_start, count0.long() + t + 1).to(h.dtype).T  # (M, T)
+        flat_perm = perm.reshape(T * M, N)
+
+        def positions(x):  # (T, M, N, ...) agent order -> (M, T, N, ...) decoding order
+            return to_positions(x.reshape(T * M, N, *x.shape[3:]), flat_perm).reshape(T, M, N, *x.shape[3:]).transpose(0, 1)  # fmt: skip
+
+        x = positions(self.embed(obs))  # (M, T, N, dim)
+        tokens = shifted_tokens(to_positions(actions.reshape(T * M, *actions.shape[2:]), flat_perm), self.action_dim, self.continuous, x.dtype)  # fmt: skip
+        tokens = tokens.reshape(T, M, N, -1).transpose(0, 1)  # (M, T, N, A+1)
+        encoding = timestep_encoding(count, self.dim).unsqueeze(2)  # (M, T, 1, dim)
+        starts = starts.T  # (M, T)
+        encoder_states = [states[:, 0, i] for i in range(self.blocks)]
+        self_states = [states[:, 1, i] for i in range(self.blocks)]
+        cross_states = [states[:, 2, i] for i in range(self.blocks)]
+        reps, outs = [], []
+        for begin in range(0, T, self.chunk_steps):
+            piece = slice(begin, begin + self.chunk_steps)
+            rep, enc, chunk_starts = x[:, piece], encoding[:, piece], starts[:, piece]
+            for i, block in enumerate(self.encoder):
+                rep, encoder_states[i] = block(self.encoder_ln(rep), enc, encoder_states[i], chunk_starts)
+            y = self.decoder_ln(self.action_embed(tokens[:, piece]))
+            for i, block in enumerate(self.decoder):
+                y, self_states[i], cross_states[i] = block(y, rep, enc, self_states[i], cross_states[i], chunk_starts)
+            reps.append(rep)
+            outs.append(y)
+        rep, y = torch.cat(reps, dim=1), torch.cat(outs, dim=1)  # (M, T, N, dim)
+        params = self.policy(y, None if avail is None else positions(avail))
+        value = self.value_head(rep).squeeze(-1)
+
+        def agents(x):  # (M, T, N, ...) decoding order -> (T, M, N, ...) agent order
+            return to_agents(x.transpose(0, 1).reshape(T * M, N, *x.shape[3:]), flat_perm).reshape(T, M, N, *x.shape[3:])  # fmt: skip
+
+        states = torch.stack([torch.stack(s, dim=1) for s in (encoder_states, self_states, cross_states)], dim=1)
+        last_count = count[:, -1]
+        return agents(params), agents(value), torch.cat([states.flatten(1), last_count.unsqueeze(1)], dim=1)
+
+    def evaluate(self, obs, h, starts, actions, perm, avail=None):
+        """As Guider.evaluate: (T, M, ...) -> params (T, M, N, P), logp, entropy, value (T, M, N), in agent order."""
+        params, value, _ = self.sequence(obs, h, starts, actions, perm, avail)
+        return params, dist_log_prob(params, actions, self.continuous), dist_entropy(params, self.continuous), value
+
+    @torch.no_grad()
+    def value(self, obs, h, starts):
+        """Values (B, N) of one step, for the GAE bootstrap (the encoder's recurrent step)."""
+        states, count = self.begin_step(h, starts)
+        perm = torch.arange(self.num_agents, device=obs.device).expand(obs.shape[0], -1)
+        return self.encode_step(obs, states, count, perm)[1]
+
+
+def to_env_action(action, continuous):
+    """Policy action -> what the env takes: (tanh(u) + 1) / 2 in [0, 1]^A, or the index, as numpy."""
+    return ((torch.tanh(action) + 1.0) / 2.0).cpu().numpy() if continuous else action.cpu().numpy()
+
+
+def random_perm(num_envs, num_agents, device):
+    """An independent random decoding order per environment (B, N) (algorithm.md §3)."""
+    return torch.rand(num_envs, num_agents, device=device).argsort(dim=1)
+
+
+def decoding_order(num_envs, num_agents, device, agent_order):
+    """The guider's decoding order (B, N) for one rollout or evaluation step (algorithm.md §3): `random` draws
+    one per environment; `official` is index order 0..N-1, as the official rollouts decode."""
+    if agent_order == "official":
+        return torch.arange(num_agents, device=device).expand(num_envs, num_agents)
+    return random_perm(num_envs, num_agents, device)
+
+
+def make_network(args, obs_dim, num_agents, action_dim, continuous):
+    """The joint policy `--arch` names, with the MAGPO guiders' interface: initial_state(B), act(obs, h, starts,
+    perm, avail, deterministic), evaluate(obs, h, starts, actions, perm, avail), value(obs, h, starts)."""
+    sizes = dict(dim=args.embed_dim, heads=args.num_heads, blocks=args.num_blocks)
+    if args.arch == "sable":
+        ffn = dict(zero_ffn=args.sable_ffn == "zero", chunk_steps=args.timestep_chunk_size)
+        return Sable(obs_dim, num_agents, action_dim, continuous, **sizes, decay=args.sable_decay, **ffn)
+    return MAT(obs_dim, num_agents, action_dim, continuous, **sizes)
+
+
+# ---------------------------------------------------------------------------------------------
+# INFRA: environment glue (ENV-SPECIFIC: everything the main loop needs to know about an environment)
+# ---------------------------------------------------------------------------------------------
+SCENARIO_DEFAULTS = {"coordsum": "3x10", **DEFAULT_SCENARIOS}  # --scenario's default per env
+
+
+def task_name(args):
+    """The run-name prefix plot.py groups by: simple_spread_{N}ag, coordsum_{scenario}, the SMAX map or
+    the paper's jumanji task, as in magpo_mpe.py, magpo_coordsum.py, magpo_smax.py and magpo_jumanji.py."""
+    if args.env == "mpe":
+        return f"simple_spread_{args.num_agents}ag"
+    if args.env == "smax":
+        return args.map_name
+    if args.env in FAMILIES:
+        return args.scenario
+    return f"coordsum_{args.scenario}"
+
+
+def make_envs(args, num_envs, seed):
+    """A batch of `num_envs` environments of `--env`, from that wrapper's `make_env` (every wrapper has
+    the interface of utils/__init__.py). The env modules are imported here, so an MPE run never
+    imports JAX."""
+    if args.env == "mpe":
+        from utils.mpe import make_env
+
+        task = dict(
+            backend=args.env_backend,
+            num_agents=args.num_agents,
+            continuous_actions=args.continuous_actions,
+            local_ratio=args.local_ratio,
+            max_cycles=args.max_cycles,
+        )
+    elif args.env == "coordsum":
+        from utils.coordsum import make_env
+
+        task = dict(
+            scenario=args.scenario,
+            history=args.coordsum_history,
+            max_steps=args.max_steps,
+            obs_encoding=args.coordsum_obs,
+        )
+    elif args.env == "smax":
+        from utils.smax import make_env
+
+        task = dict(map_name=args.map_name)
+    else:
+        from utils.jumanji import make_env
+
+        task = dict(env=args.env, scenario=args.scenario)
+    return make_env(num_envs, seed=seed, **task)
+
+
+# ---------------------------------------------------------------------------------------------
+# INFRA: evaluation (algorithm.md §10) and input checks; skip on a first read
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(policy, eval_envs, device, hidden_size=0, deterministic=False, agent_order="random"):
+    """Undiscounted returns (B,) and win flags (B,) (None where the env has no wins) of the joint policy over one
+    episode in each of the B eval envs, acting centrally (every observation, the actions decoded before, decoding in
+    `agent_order` as in its rollouts) and sampling actions as the paper does (`deterministic` takes the mode
+    instead). `hidden_size` is unused (the policy makes its own initial state); kept for enjoy.py's call."""
+    B, N = eval_envs.num_envs, eval_envs.num_agents
+    obs = torch.from_numpy(eval_envs.reset()).to(device)
+    h = policy.initial_state(B)
+    starts = torch.ones(B, dtype=torch.bool, device=device)
+    finished = np.zeros(B, dtype=bool)
+    episode_return, won = np.zeros(B, dtype=np.float64), np.zeros(B, dtype=bool)
+    while not finished.all():
+        avail = torch.from_numpy(eval_envs.avail_actions()).to(device)
+        perm = decoding_order(B, N, device, agent_order)
+        action, _, _, h = policy.act(obs, h, starts, perm, avail, deterministic)
+        next_obs, _, dones, info = eval_envs.step(to_env_action(action, policy.continuous))
+        newly = dones & ~finished
+        episode_return[newly] = info["episode_return"][newly]
+        if eval_envs.has_wins:
+            won[newly] = info["won"][newly]
+        finished |= dones
+        obs = torch.from_numpy(next_obs).to(device)
+        starts = torch.from_numpy(dones).to(device)
+    return episode_return, (won if eval_envs.has_wins else None)
+
+
+def evaluate_and_log(policy, eval_envs, device, args, writer, step, video_dir=None):
+    """Evaluate the joint policy once, log and print the result (under the learner's tags, so plot.py compares it
+    with the other scripts); returns its score for keeping the best policy: (win rate, return) where the env has
+    wins (ties broken by the return), else (return,)."""
+    episode_return, won = evaluate(policy, eval_envs, device, agent_order=args.agent_order)
+    if video_dir is not None:  # eval_envs is an EpisodeRecorder: draw the first episode
+        save_gif(eval_envs.episode, f"{video_dir}/learner_step{step}.gif", title=f"{args.arch}, step {step}")
+    writer.add_scalar("eval/learner_return", episode_return.mean(), step)
+    if won is None:
+        print(f"global_step={step}, eval/learner_return={episode_return.mean():.3f}")
+        return (episode_return.mean(),)
+    writer.add_scalar("eval/win_rate", won.mean(), step)
+    print(f"global_step={step}, eval/win_rate={won.mean():.3f}, eval/learner_return={episode_return.mean():.3f}")
+    return (won.mean(), episode_return.mean())
+
+
+def absolute_metric(best_policy, eval_envs, device, args, writer, step):
+    """The paper's absolute metric (algorithm.md §10): the best evaluated policy re-scored on 10x the episodes."""
+    scores = [evaluate(best_policy, eval_envs, device, agent_order=args.agent_order) for _ in range(10)]
+    absolute = np.concatenate([r for r, _ in scores]).mean()
+    writer.add_scalar("eval/absolute_learner_return", absolute, step)
+    if not eval_envs.has_wins:
+        print(f"absolute metric: best policy over {10 * args.num_eval_episodes} episodes: return {absolute:.3f}")
+        return
+    absolute_win_rate = np.concatenate([w for _, w in scores]).mean()
+    writer.add_scalar("eval/absolute_win_rate", absolute_win_rate, step)
+    print(
+        f"absolute metric: best policy over {10 * args.num_eval_episodes} episodes: "
+        f"win rate {absolute_win_rate:.3f}, return {absolute:.3f}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# INFRA: long runs: checkpoints, --resume, Ctrl-C, the non-finite guard, progress (docs/usage.md, "Long runs");
+# the same in every training script
+# ---------------------------------------------------------------------------------------------
+CHECKPOINT_VERSION = 1
+# The flags a resumed run may change: they extend the run or change how it is watched or saved, never
+# what it computes. Any other flag given with --resume must keep the run's saved value.
+RESUMABLE_FLAGS = ("total_timesteps", "checkpoint_interval", "torch_threads", "track", "wandb_project_name",
+                   "wandb_entity", "save_model", "resume")  # fmt: skip
+# Test hook of the non-finite guard (tests/test_resume.py): MAGPO_INJECT_NAN_AT=<iteration> makes one
+# reward of that iteration's rollout NaN. Unset (0) in any real run.
+INJECT_NAN_AT = int(os.environ.get("MAGPO_INJECT_NAN_AT", "0"))
+STOP = {}  # {"signal": signum} once SIGINT or SIGTERM asked the run to stop
+
+
+def on_signal(signum, frame):
+    """SIGINT / SIGTERM: the run stops at its next safe point (after the current rollout or minibatch
+    step) and writes the state of the last finished iteration; a second signal kills it at once."""
+    STOP["signal"] = signum
+    signal.signal(signum, signal.SIG_DFL)
+
+
+class RunWriter(SummaryWriter):
+    """A SummaryWriter that keeps the scalars logged at the latest step (`latest`), for the checkpoint.
+    A resumed run's writer purges every point from the checkpoint's step on (purge_step: what the
+    interrupted run logged after its checkpoint, at that step too, is dropped) and logs the kept
+    points of that step again, so the run's curves have no gap and no duplicate."""
+
+    def __init__(self, log_dir, checkpoint=None):
+        super().__init__(log_dir, purge_step=None if checkpoint is None else checkpoint["global_step"])
+        self.latest_step, self.latest = None, []
+        for tag, value, step in [] if checkpoint is None else checkpoint["scalars"]:
+            self.add_scalar(tag, value, step)
+
+    def add_scalar(self, tag, scalar_value, global_step=None, **kwargs):
+        super().add_scalar(tag, scalar_value, global_step, **kwargs)
+        if self.latest_step is None or global_step > self.latest_step:
+            self.latest_step, self.latest = global_step, []
+        if global_step == self.latest_step:
+            self.latest.append((tag, float(scalar_value), global_step))
+
+
+def rng_states(device):
+    """Every global random stream: python, numpy, torch (CPU, and CUDA when used)."""
+    cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_states(states, device):
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path, state, writer):
+    """Write `state` atomically: the TensorBoard points up to it are flushed first, then a temporary
+    file in the same directory is written and renamed over `path` (os.replace), so a crash while
+    writing leaves the previous checkpoint whole."""
+    writer.flush()
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".checkpoint.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def stop_run(boundary, path, writer):
+    """After SIGINT/SIGTERM: write the last iteration boundary's state, say how to resume, exit 128 + signal."""
+    save_checkpoint(path, boundary, writer)
+    writer.close()
+    run_dir = os.path.dirname(path)
+    print(f"interrupted at step {boundary['global_step']}; resume with: python {boundary['script']} --resume {run_dir}")
+    sys.exit(128 + STOP["signal"])
+
+
+def given_flags(argv):
+    """The Args fields the command line sets (`--num-envs 8`, `--num-envs=8`, `--no-cuda`): how --resume
+    tells a flag the user gave (even at its default value) from one left out."""
+    names, given = {f.name for f in fields(Args) if f.init}, set()
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=")[0].replace("-", "_")
+            given.add(name[3:] if name not in names and name.startswith("no_") else name)
+    return given & names
+
+
+def load_checkpoint(run_dir, script, argv, args):
+    """--resume: the checkpoint of `run_dir` and the args to continue with, the saved ones with the
+    RESUMABLE_FLAGS the command line gives. Raises ValueError for a missing, unreadable or foreign
+    checkpoint and for a changed flag outside RESUMABLE_FLAGS (before anything is written)."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume {run_dir}: there is no checkpoint {path}")
+    try:  # our own file: a pickle (numpy and JAX states), so weights_only=False
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ValueError(
+            f"--resume {run_dir}: {path} is truncated or not a checkpoint ({type(error).__name__})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
+        raise ValueError(f"--resume {run_dir}: {path} is not a training checkpoint")
+    if checkpoint.get("script") != script:
+        raise ValueError(f"--resume {run_dir}: the checkpoint was written by {checkpoint.get('script')}, not {script}")
+    if checkpoint["format_version"] != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"--resume {run_dir}: the checkpoint has format version {checkpoint['format_version']}; this {script} "
+            f"reads version {CHECKPOINT_VERSION}"
+        )
+    saved, given = checkpoint["args"], given_flags(argv)
+    for name in sorted(given - set(RESUMABLE_FLAGS)):
+        if getattr(args, name) != saved[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{flag} {getattr(args, name)} differs from the resumed run's {saved[name]}: that would be another "
+                f"run (a resumed run may change only --{', --'.join(n.replace('_', '-') for n in RESUMABLE_FLAGS if n != 'resume')})"
+            )
+    resumed = Args(**{f.name: saved[f.name] for f in fields(Args) if f.init})
+    for name in given & set(RESUMABLE_FLAGS):
+        setattr(resumed, name, getattr(args, name))
+    resumed.resume = run_dir
+    return checkpoint, resumed
+
+
+def check_resumable(checkpoint, task, args):
+    """--resume: the checkpoint is this task's and the run has iterations left (raises ValueError)."""
+    if checkpoint is None:
+        return
+    if checkpoint["task"] != task:
+        raise ValueError(f"--resume {args.resume}: the checkpoint is for task {checkpoint['task']}, not {task}")
+    if args.num_iterations <= checkpoint["iteration"]:
+        raise ValueError(
+            f"--resume {args.resume}: the run has done all its {checkpoint['iteration']} iterations "
+            f"({checkpoint['global_step']} steps); give a larger --total-timesteps to extend it"
+        )
+
+
+def check_finite(iteration, network, stats):
+    """The non-finite guard: stop the run (exit 1) at the first NaN or inf among a network's loss terms
+    and gradient norm, before the optimiser steps; the last checkpoint is left as it was."""
+    for term, value in stats.items():
+        if not math.isfinite(value):
+            sys.exit(
+                f"error: non-finite {term} ({value}) in the {network}'s update at iteration {iteration}; the run stops "
+                "here and its last checkpoint (if any) is kept"
+            )
+
+
+def progress(global_step, total_steps, start_step, start_time, last_eval):
+    """(env-steps/s of this session, the progress text: steps done / total, time left, last evaluation)."""
+    sps = (global_step - start_step) / max(time.time() - start_time, 1e-9)
+    left = int((total_steps - global_step) / max(sps, 1e-9))
+    step, score = last_eval
+    score = " ".join(f"{x:.3f}" for x in np.atleast_1d(score))
+    eta = f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+    return int(sps), f"{global_step}/{total_steps} steps, ETA {eta}, last eval {score} at step {step}"
+
+
+# INFRA: what every training script checks first, so that these fail before a run directory exists rather
+# than late: numpy seeds its global generator from [0, 2**32 - 1]; the exp_name becomes part of one directory
+# name; and a NaN or inf in a float flag would only show up as the non-finite guard stopping the run.
+EXP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+MAX_SEED = 2**32 - 1
+
+
+def check_run_flags(args, infinite_ok=("delta",)):
+    """The flags every training script shares, checked before anything is built (raises ValueError): the seed,
+    the exp_name, and every float flag finite (`--delta inf`, MAGPO without the tether, is the one inf allowed)."""
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be in [0, {MAX_SEED}] (numpy's seed range), got {args.seed}")
+    if args.exp_name is not None and not EXP_NAME.fullmatch(args.exp_name):
+        raise ValueError(
+            f"--exp-name must be one directory name, 1-100 of the characters A-Z a-z 0-9 _ . + - (not starting "
+            f"with . + -), got {args.exp_name!r}"
+        )
+    for f in fields(args):
+        value = getattr(args, f.name)
+        if isinstance(value, float) and not math.isfinite(value) and not (f.name in infinite_ok and value == math.inf):
+            allowed = " (or inf)" if f.name in infinite_ok else ""
+            raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number{allowed}, got {value}")
+
+
+def validate_args(args: Args) -> None:
+    """Reject bad input before any environment or network is built (raises ValueError)."""
+    check_run_flags(args)
+    # ENV-SPECIFIC checks first: a flag of another env, changed from its default, would be ignored
+    if args.env not in ENV_FLAGS:
+        raise ValueError(f"unknown --env {args.env!r}; choose one of {list(ENV_FLAGS)}")
+    defaults, owners = {f.name: f.default for f in fields(Args)}, {}
+    for env, names in ENV_FLAGS.items():
+        for name in names:
+            owners.setdefault(name, []).append(env)
+    for name, envs in owners.items():  # a resumed run's saved args hold the env's own agent count and action kind
+        if args.resume is None and args.env not in envs and getattr(args, name) != defaults[name]:
+            envs = envs[0] if len(envs) == 1 else f"{', '.join(envs[:-1])} or {envs[-1]}"
+            raise ValueError(f"--{name.replace('_', '-')} is a flag of --env {envs}, not of --env {args.env}")
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "max_cycles", "max_steps",
+                 "eval_interval", "num_eval_episodes", "torch_threads"):  # fmt: skip
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    checks = [
+        (args.num_agents >= 2, f"--num-agents must be >= 2, got {args.num_agents}"),
+        (0.0 <= args.local_ratio <= 1.0, f"--local-ratio must be in [0, 1], got {args.local_ratio}"),
+        (
+            args.env != "coordsum" or (args.scenario or SCENARIO_DEFAULTS["coordsum"]) in SCENARIOS,
+            f"unknown --scenario {args.scenario!r}; choose one of {sorted(SCENARIOS)}",
+        ),
+        (
+            args.env in ("mpe", *FAMILIES) or not args.capture_video,
+            f"--capture-video is not available for --env {args.env}: this repository has no {args.env} renderer",
+        ),
+        (
+            args.env not in FAMILIES or not args.capture_video,
+            f"--capture-video is not available for --env {args.env}: enjoy.py draws a saved model's episode with "
+            "jumanji's viewer",
+        ),
+        # the rest holds for every environment
+        (
+            args.num_envs % args.num_minibatches == 0,
+            f"--num-envs ({args.num_envs}) must be divisible by --num-minibatches ({args.num_minibatches}): "
+            "minibatches are groups of whole environment sequences",
+        ),
+        (
+            args.total_timesteps >= args.num_envs * args.num_steps,
+            f"--total-timesteps ({args.total_timesteps}) must be at least one rollout "
+            f"(--num-envs x --num-steps = {args.num_envs * args.num_steps})",
+        ),
+        (args.learning_rate > 0.0, f"--learning-rate must be > 0, got {args.learning_rate}"),
+        (args.clip_coef > 0.0, f"--clip-coef must be > 0, got {args.clip_coef}"),
+        (0.0 < args.gamma <= 1.0, f"--gamma must be in (0, 1], got {args.gamma}"),
+        (0.0 <= args.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1], got {args.gae_lambda}"),
+        (args.ent_coef >= 0.0 and args.vf_coef >= 0.0, "--ent-coef and --vf-coef must be >= 0"),
+        (args.max_grad_norm > 0.0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
+        (min(args.embed_dim, args.num_heads, args.num_blocks) >= 1, "network sizes must be >= 1"),
+        (
+            args.embed_dim % max(args.num_heads, 1) == 0,
+            f"--embed-dim ({args.embed_dim}) must be divisible by --num-heads ({args.num_heads})",
+        ),
+        (0.0 <= args.sable_decay <= 1.0, f"--sable-decay must be in [0, 1], got {args.sable_decay}"),
+        (args.timestep_chunk_size >= 0, f"--timestep-chunk-size must be >= 0, got {args.timestep_chunk_size}"),
+        (
+            args.arch != "sable"
+            or (args.embed_dim % 2 == 0 and args.embed_dim // args.num_heads % args.num_heads == 0),
+            f"--arch sable needs an even --embed-dim whose head size (--embed-dim / --num-heads = "
+            f"{args.embed_dim // max(args.num_heads, 1)}) is divisible by --num-heads ({args.num_heads}): its "
+            "timestep encoding pairs channels, and its GroupNorm splits each head into --num-heads groups",
+        ),
+        (not args.cuda or torch.cuda.is_available(), "--cuda was given but torch sees no CUDA device"),
+        (args.checkpoint_interval >= 0, f"--checkpoint-interval must be >= 0, got {args.checkpoint_interval}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    if args.env == "smax":
+        from utils.smax import check_map_name
+
+        check_map_name(args.map_name)  # against JaxMARL's registry, copied in utils/smax.py (no JAX import)
+    if args.env in FAMILIES:
+        check_task(args.env, args.scenario or SCENARIO_DEFAULTS[args.env])  # the paper's tasks (no JAX import)
+    if args.env in ENV_FAMILY:  # SMAX and jumanji run in JAX, which the light core install does not have
+        check_requirements(ENV_FAMILY[args.env], f"--env {args.env}")
+
+
+if __name__ == "__main__":
+    # INFRA: --resume continues a run from its checkpoint, with its saved args
+    checkpoint = None
+    if args.resume is not None:
+        try:
+            checkpoint, args = load_checkpoint(args.resume, os.path.basename(__file__), sys.argv[1:], args)
+        except ValueError as error:
+            sys.exit(f"error: {error}")
+    if args.exp_name is None:
+        args.exp_name = f"{args.arch}_baseline"
+    if checkpoint is None and args.protocol == "paper":  # a resumed run has its protocol in its saved args
+        paper_task = {"mpe": task_name(args), "smax": args.map_name}.get(args.env)
+        paper_task = paper_task or args.scenario or SCENARIO_DEFAULTS[args.env]  # CoordSum and jumanji: the scenario
+        note, changed = apply_paper_protocol(args, args.arch, paper_task, given_flags(sys.argv[1:]))
+        print(f"--protocol paper ({note}) sets: {as_flags(changed)}")
+    try:
+        validate_args(args)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    if args.scenario is None:
+        args.scenario = SCENARIO_DEFAULTS.get(args.env)  # saved with the run: enjoy.py rebuilds the same env
+    args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_envs = args.num_envs // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_iterations * args.batch_size != args.total_timesteps:
+        print(
+            f"note: --total-timesteps {args.total_timesteps} is rounded down to {args.num_iterations} rollouts of "
+            f"{args.batch_size} steps = {args.num_iterations * args.batch_size} steps"
+        )
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if args.cuda else "cpu")
+
+    # Envs: training, and a separate batch for evaluation (one episode per env per round). Built
+    # before the run is named so that the saved args describe the env actually run (CoordSum and
+    # SMAX fix the number of agents and are discrete).
+    envs = make_envs(args, args.num_envs, seed=args.seed)
+    eval_envs = make_envs(args, args.num_eval_episodes, seed=args.seed + 10_000)
+    args.num_agents, args.continuous_actions = envs.num_agents, envs.continuous_actions
+    N, obs_dim, action_dim, continuous = envs.num_agents, envs.obs_dim, envs.action_dim, envs.continuous_actions
+
+    task = task_name(args)
+    try:
+        check_resumable(checkpoint, task, args)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    run_name = os.path.basename(os.path.normpath(args.resume)) if args.resume else None
+    run_name = run_name or f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = args.resume or f"runs/{run_name}"
+    if checkpoint is not None:
+        print(
+            f"resumed {os.path.normpath(run_dir)} at step {checkpoint['global_step']} "
+            f"(iteration {checkpoint['iteration']} of {args.num_iterations})"
+        )
+    # INFRA: tracking
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs Weights and Biases: pip install wandb")
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+        )
+    writer = RunWriter(run_dir, checkpoint)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+    print(f"run directory: {run_dir} (tensorboard --logdir runs)")
+    if args.capture_video:
+        eval_envs = EpisodeRecorder(eval_envs)
+    video_dir = f"{run_dir}/videos" if args.capture_video else None
+    if video_dir is not None:
+        os.makedirs(video_dir, exist_ok=True)
+
+    policy = make_network(args, obs_dim, N, action_dim, continuous).to(device)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate, eps=1e-5)
+    value_norm = RunningMeanStd(enabled=args.norm_value)
+
+    # ALGO LOGIC: rollout storage, (T, B, N, ...) with T = num_steps
+    T, B = args.num_steps, args.num_envs
+    action_shape = (action_dim,) if continuous else ()
+    obs = torch.zeros((T, B, N, obs_dim), device=device)
+    avails = torch.zeros((T, B, N, action_dim), device=device, dtype=torch.bool)
+    actions = torch.zeros((T, B, N, *action_shape), device=device, dtype=torch.float32 if continuous else torch.long)
+    perms = torch.zeros((T, B, N), device=device, dtype=torch.long)
+    logprobs = torch.zeros((T, B, N), device=device)
+    rewards = torch.zeros((T, B, N), device=device)
+    starts = torch.zeros((T, B), device=device, dtype=torch.bool)
+    values = torch.zeros((T, B, N), device=device)
+
+    # TRY NOT TO MODIFY: start the game
+    global_step = 0
+    start_time = time.time()
+    next_obs = torch.from_numpy(envs.reset(seed=args.seed)).to(device)  # (B, N, obs_dim)
+    next_avail = torch.from_numpy(envs.avail_actions()).to(device)  # (B, N, A)
+    next_start = torch.ones(B, dtype=torch.bool, device=device)
+    policy_h = policy.initial_state(B)  # Sable: its memory and step count; MAT: (B, 0)
+    # INFRA: from here on SIGINT / SIGTERM stop the run at its next safe point (on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    # INFRA: a new run logs the random-policy floor and the step-0 evaluation; a resumed one restores
+    # every network, optimiser, statistic, random stream, env and carried tensor as the checkpoint holds them
+    modules = dict(policy=policy, optimizer=optimizer)
+    if checkpoint is None:
+        random_return, random_win_rate = random_policy_score(eval_envs, seed=args.seed)
+        if random_win_rate is None:
+            print(f"random policy: eval return {random_return:.3f}")
+        else:
+            print(f"random policy: eval return {random_return:.3f}, win rate {random_win_rate:.3f}")
+            writer.add_scalar("eval/random_win_rate", random_win_rate, 0)
+        writer.add_scalar("eval/random_return", random_return, 0)
+        best_score = evaluate_and_log(policy, eval_envs, device, args, writer, 0, video_dir)
+        best_policy = copy.deepcopy(policy)
+        next_eval = args.eval_interval
+        iteration, last_eval = 0, (0, best_score)
+    else:
+        for name, module in modules.items():
+            module.load_state_dict(checkpoint[name])
+        best_policy = copy.deepcopy(policy)
+        best_policy.load_state_dict(checkpoint["best_policy"])
+        value_norm.mean, value_norm.var, value_norm.count = checkpoint["value_norm"]
+        envs.set_state(checkpoint["envs"])
+        eval_envs.set_state(checkpoint["eval_envs"])
+        next_obs, next_avail, next_start, policy_h = (x.to(device) for x in checkpoint["carried"].values())
+        iteration, global_step, next_eval = checkpoint["iteration"], checkpoint["global_step"], checkpoint["next_eval"]
+        best_score, last_eval = checkpoint["best_score"], checkpoint["last_eval"]
+        set_rng_states(checkpoint["rng"], device)
+
+    def training_state():
+        """INFRA: everything the run continues from, as copies: what checkpoint.pt holds."""
+        return copy.deepcopy(
+            {
+                **dict(
+                    format_version=CHECKPOINT_VERSION, script=os.path.basename(__file__), task=task, args=asdict(args)
+                ),
+                **dict(iteration=iteration, global_step=global_step, next_eval=next_eval, best_score=best_score),
+                **{name: module.state_dict() for name, module in modules.items()},
+                "best_policy": best_policy.state_dict(),
+                "last_eval": last_eval,
+                "value_norm": (value_norm.mean, value_norm.var, value_norm.count),
+                "envs": envs.get_state(),
+                "eval_envs": eval_envs.get_state(),
+                "carried": {
+                    "next_obs": next_obs,
+                    "next_avail": next_avail,
+                    "next_start": next_start,
+                    "policy_h": policy_h,
+                },
+                "rng": rng_states(device),
+                "scalars": writer.latest,
+            }
+        )
+
+    # INFRA: an interrupt rolls back to the last iteration boundary, `boundary`; checkpoints every
+    # --checkpoint-interval steps (default: --eval-interval), at the end, and on SIGINT / SIGTERM
+    boundary, checkpoint_path = training_state(), f"{run_dir}/checkpoint.pt"
+    checkpoint_interval = args.checkpoint_interval or args.eval_interval
+    next_checkpoint = (global_step // checkpoint_interval + 1) * checkpoint_interval
+    start_step = global_step
+
+    for iteration in range(iteration + 1, args.num_iterations + 1):
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
+        # The update starts from the memory at the rollout's start (Sable; MAT has none).
+        policy_h0 = policy_h.clone()
+
+        # ALGO LOGIC: rollout with the joint policy, decoding the agents in a stored order (algorithm.md §3)
+        for step in range(T):
+            if STOP:  # INFRA: SIGINT / SIGTERM: back to the last iteration boundary
+                stop_run(boundary, checkpoint_path, writer)
+            global_step += B
+            obs[step], avails[step], starts[step] = next_obs, next_avail, next_start
+            perm = decoding_order(B, N, device, args.agent_order)
+            with torch.no_grad():
+                action, logprob, value, policy_h = policy.act(next_obs, policy_h, next_start, perm, next_avail)
+            actions[step], logprobs[step], values[step], perms[step] = action, logprob, value, perm
+
+            next_obs, reward, done, info = envs.step(to_env_action(action, continuous))
+            rewards[step] = torch.from_numpy(reward).to(device)
+            next_obs = torch.from_numpy(next_obs).to(device)
+            next_avail = torch.from_numpy(envs.avail_actions()).to(device)
+            next_start = torch.from_numpy(done).to(device)
+            if done.any():
+                writer.add_scalar("charts/episodic_return", info["episode_return"][done].mean(), global_step)
+                writer.add_scalar("charts/episodic_length", info["episode_length"][done].mean(), global_step)
+                if envs.has_wins:
+                    writer.add_scalar("charts/win_rate", info["won"][done].mean(), global_step)
+
+        if iteration == INJECT_NAN_AT:  # INFRA: the non-finite guard's test hook
+            rewards[0, 0, 0] = float("nan")
+
+        # ALGO LOGIC: per-agent GAE from the encoder's per-agent values
+        with torch.no_grad():
+            next_value = policy.value(next_obs, policy_h, next_start)
+            # With --norm-value the value head predicts standardised returns (identity otherwise).
+            raw_values, next_value = value_norm.denormalize(values), value_norm.denormalize(next_value)
+            dones = starts.float().unsqueeze(-1)  # (T, B, 1)
+            advantages, returns = compute_gae(
+                rewards, raw_values, dones, next_value, next_start.float().unsqueeze(-1), args.gamma, args.gae_lambda
+            )
+            value_norm.update(returns)
+            value_targets = value_norm.normalize(returns)
+
+        # ALGO LOGIC: update: epochs x minibatches of whole environment sequences, from the stored memory
+        env_inds = np.arange(B)
+        stats_sum = {}
+        num_minibatch_steps = 0
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(env_inds)
+            # --agent-order official re-scores the whole batch under one random order per epoch, as the official
+            # code does; its rollouts decoded in index order, so r != 1 before the first step (algorithm.md §3)
+            train_perms = perms if args.agent_order == "random" else random_perm(1, N, device).expand(T, B, N)
+            for begin in range(0, B, args.minibatch_envs):
+                if STOP:  # INFRA: SIGINT / SIGTERM: back to the last iteration boundary
+                    stop_run(boundary, checkpoint_path, writer)
+                mb = torch.from_numpy(env_inds[begin : begin + args.minibatch_envs]).to(device)
+                _, new_logp, entropy, new_value = policy.evaluate(  # (T, M, N) each
+                    obs[:, mb], policy_h0[mb], starts[:, mb], actions[:, mb], train_perms[:, mb], avails[:, mb]
+                )
+                loss, stats = ppo_loss(
+                    logp=new_logp,
+                    logp_old=logprobs[:, mb],
+                    advantages=advantages[:, mb],
+                    entropy=entropy,
+                    value=new_value,
+                    value_old=values[:, mb],
+                    returns=value_targets[:, mb],
+                    clip_coef=args.clip_coef,
+                    ent_coef=args.ent_coef,
+                    vf_coef=args.vf_coef,
+                    norm_adv=args.norm_adv,
+                    clip_vloss=args.clip_vloss,
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+                # INFRA: the non-finite guard, before any parameter moves
+                check_finite(iteration, args.arch, {**stats, "grad_norm": grad_norm.item()})
+                optimizer.step()
+
+                for key, value in stats.items():
+                    stats_sum[key] = stats_sum.get(key, 0.0) + value
+                num_minibatch_steps += 1
+
+        y_pred, y_true = raw_values.flatten().cpu().numpy(), returns.flatten().cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        for key, total in stats_sum.items():
+            writer.add_scalar(f"losses/{key}", total / num_minibatch_steps, global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        sps, text = progress(global_step, args.num_iterations * args.batch_size, start_step, start_time, last_eval)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        print(f"iteration {iteration}/{args.num_iterations} global_step={global_step} SPS={sps}, {text}")
+
+        # INFRA: periodic evaluation, keeping the best policy for the absolute metric
+        if global_step >= next_eval:
+            next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
+            score = evaluate_and_log(policy, eval_envs, device, args, writer, global_step, video_dir)
+            if score > best_score:
+                best_score, best_policy = score, copy.deepcopy(policy)
+            last_eval = (global_step, score)
+
+        # INFRA: the iteration boundary (what an interrupt rolls back to); a checkpoint when one is due and
+        # at the end, before the final evaluation: a longer run resumed from it does not have that evaluation
+        boundary = training_state()
+        if global_step >= next_checkpoint or iteration == args.num_iterations:
+            next_checkpoint = (global_step // checkpoint_interval + 1) * checkpoint_interval
+            save_checkpoint(checkpoint_path, boundary, writer)
+
+    # INFRA: the final evaluation (unless the last iteration had one), absolute metric and saving
+    if last_eval[0] != global_step:
+        score = evaluate_and_log(policy, eval_envs, device, args, writer, global_step, video_dir)
+        if score > best_score:
+            best_score, best_policy = score, copy.deepcopy(policy)
+    absolute_metric(best_policy, eval_envs, device, args, writer, global_step)
+    if args.save_model:
+        model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
+        checkpoint = {
+            "script": os.path.basename(__file__),
+            "args": asdict(args),
+            # the deployed (joint) policy, under the names enjoy.py reads
+            "learner": policy.state_dict(),
+            "best_learner": best_policy.state_dict(),
+        }
+        torch.save(checkpoint, model_path)
+        print(f"model saved to {model_path}")
+
+    envs.close()
+    eval_envs.close()
+    writer.close()
