@@ -184,7 +184,11 @@ GRIDS = {
             plots={"e3_order": ""},
         ),
         "e2-paper-2m": dict(
-            scripts=[f"{script} --protocol paper --exp-name {name}_paper" for script, name in C2_SCRIPTS],
+            # --guider mat-gru: these runs were made before --protocol paper selected the Sable guider
+            scripts=[
+                f"{script} --protocol paper --exp-name {name}_paper" + (" --guider mat-gru" if "magpo" in name else "")
+                for script, name in C2_SCRIPTS
+            ],
             seeds=[1, 2, 3],
             extra=B2M,
             plots={"e2_paper": ""},
@@ -197,7 +201,7 @@ GRIDS = {
         ),
         "mpe-paper-1m": dict(
             scripts=[
-                "magpo_mpe.py --protocol paper --exp-name magpo_mpe_paper",
+                "magpo_mpe.py --protocol paper --exp-name magpo_mpe_paper --guider mat-gru",  # made before Sable
                 "mappo_baseline.py --env mpe --protocol paper --exp-name mappo_baseline_paper",
                 "mappo_baseline.py --env mpe --ippo --protocol paper --exp-name ippo_baseline_paper",
             ],
@@ -250,6 +254,60 @@ GRIDS = {
             plots={"happo_lbf": ""},
         ),
     },
+    # docs/results.md's MAT, Sable and MAGPO-with-Sable rows (issue 33): ctce_baseline.py at its defaults
+    # (mappo_baseline.py's) and MAGPO at its defaults with the Sable guider (64 wide, 1 block, 1 head, decay 0.8),
+    # at the budgets of the MAPPO runs they are set beside (c2-c3-1m on CoordSum 3x10, jumanji-lbf on LBF), seeds 1-3
+    "ctce-results": {
+        "ctce-coordsum": dict(
+            scripts=[
+                "ctce_baseline.py --env coordsum --arch mat",
+                "ctce_baseline.py --env coordsum --arch sable",
+                "magpo_coordsum.py --guider sable --exp-name magpo_sable_coordsum",
+            ],
+            seeds=[1, 2, 3],
+            extra=B1M,
+            plots={"ctce_coordsum": ""},
+        ),
+        "ctce-lbf": dict(
+            scripts=[
+                "ctce_baseline.py --env lbf --arch mat",
+                "ctce_baseline.py --env lbf --arch sable",
+                "magpo_jumanji.py --env lbf --guider sable --exp-name magpo_sable_jumanji",
+            ],
+            task_flag="scenario",
+            tasks=["2s-8x8-2p-2f-coop"],
+            seeds=[1, 2, 3],
+            extra=B2M,
+            plots={"ctce_lbf": ""},
+        ),
+    },
+    # the paper's guider-choice ablation (its Figure 4a): MAGPO with the MAT and with the Sable guider, each at the
+    # task's MAGPO row (--protocol paper; the paper gives no MAT-guider size, so both get the row's), on
+    # simple_spread with 10 agents and RWARE large-8ag. GPU-scale: 20M steps each
+    "guider-ablation": {
+        "ablation-mpe10": dict(
+            scripts=[
+                "magpo_mpe.py --protocol paper --guider sable --exp-name magpo_mpe_sable_paper",
+                "magpo_mpe.py --protocol paper --guider mat --exp-name magpo_mpe_mat_paper",
+            ],
+            task_flag="num-agents",
+            tasks=["10"],
+            seeds=list(range(1, 11)),
+            extra="",
+            plots={"ablation_mpe10": ""},
+        ),
+        "ablation-rware": dict(
+            scripts=[
+                "magpo_jumanji.py --env rware --protocol paper --guider sable --exp-name magpo_jumanji_sable_paper",
+                "magpo_jumanji.py --env rware --protocol paper --guider mat --exp-name magpo_jumanji_mat_paper",
+            ],
+            task_flag="scenario",
+            tasks=["large-8ag"],
+            seeds=list(range(1, 11)),
+            extra="",
+            plots={"ablation_rware": ""},
+        ),
+    },
     # every task the repository supports, MAGPO against MAPPO and IPPO, on the MAGPO script's defaults
     # (budget made explicit so the baselines get the same); the paper's per-map SMAX rows are not here
     "paper-all": {
@@ -288,6 +346,8 @@ GRID_DESCRIPTIONS = {
     "c2-protocol": "docs/reproduction.md's \"C2 under the paper's protocol\": 3x10 and simple_spread, 1-2M steps",
     "jumanji-results": "docs/results.md's jumanji comparison: LBF 2s-8x8-2p-2f-coop (2M) and RWARE tiny-2ag (1M)",
     "happo-results": "docs/results.md's HAPPO runs: CoordSum 3x10 (1M) and LBF 2s-8x8-2p-2f-coop (2M), seeds 1-3",
+    "ctce-results": "docs/results.md's MAT, Sable and MAGPO (Sable guider) runs: CoordSum 3x10 (1M), LBF (2M), seeds 1-3",
+    "guider-ablation": "the paper's Figure 4a: MAGPO with the MAT vs the Sable guider, simple_spread 10ag and RWARE large-8ag",
     "paper-all": "every supported MPE, SMAX and CoordSum task, MAGPO against MAPPO and IPPO, on MAGPO's defaults",
 }
 
