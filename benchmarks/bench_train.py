@@ -9,6 +9,7 @@ temporary directory) or WORKTREE, the working tree as it is now.
     python benchmarks/bench_train.py --revisions 80eb294 HEAD --repeats 3 --updates 3
     python benchmarks/bench_train.py --suite mpe-variants              # agent counts, discrete, mpe2 backend
     python benchmarks/bench_train.py --suite happo --revisions WORKTREE  # HAPPO's cost beside MAPPO's
+    python benchmarks/bench_train.py --suite guiders --revisions WORKTREE  # the guiders and MAT / Sable beside both
     python benchmarks/bench_train.py --scaling 64 128 256 512 1024     # --num-envs sweep, minibatch fixed
 
 Each run is the script as a user runs it (its defaults, evaluation every 10^9 steps so only the step-0
@@ -56,6 +57,23 @@ SUITES = {
         "happo_baseline.py --env coordsum": ("happo_baseline.py", ["--env", "coordsum"]),
         "mappo_baseline.py --env lbf": ("mappo_baseline.py", ["--env", "lbf"]),
         "happo_baseline.py --env lbf": ("happo_baseline.py", ["--env", "lbf"]),
+    },
+    # issue 33: each guider and each CTCE arch against the MAT-GRU default and MAPPO, all at their defaults (the same
+    # rollout and 4 x 5 schedule), on MPE, CoordSum and SMAX 2s3z
+    "guiders": {
+        f"{env} {label}": (
+            script,
+            [*(["--env", env] if script == "mappo_baseline.py" or "ctce" in script else []), *flags],
+        )
+        for env, magpo in [("mpe", "magpo_mpe.py"), ("coordsum", "magpo_coordsum.py"), ("smax", "magpo_smax.py")]
+        for label, script, flags in [
+            ("magpo --guider mat-gru", magpo, []),
+            ("magpo --guider mat", magpo, ["--guider", "mat"]),
+            ("magpo --guider sable", magpo, ["--guider", "sable"]),
+            ("mappo", "mappo_baseline.py", []),
+            ("ctce --arch mat", "ctce_baseline.py", ["--arch", "mat"]),
+            ("ctce --arch sable", "ctce_baseline.py", ["--arch", "sable"]),
+        ]
     },
     # simple_spread variants of magpo_mpe.py
     "mpe-variants": {
