@@ -1,7 +1,8 @@
 """The `--cuda` path on a real GPU (by hand, whenever one is at hand; no GPU has been lent to this project yet).
 
 For each training configuration (CONFIGS below: every MAGPO script, mappo_baseline.py on each of their envs, and
-happo_baseline.py on MPE, CoordSum and LBF):
+happo_baseline.py on MPE, CoordSum and LBF, magpo_mpe.py with the Sable guider, ctce_baseline.py's MAT on MPE and
+Sable on CoordSum):
 
 1. **Check.** The script trains for exactly 2 updates twice, from the same seed, each in a fresh temporary
    directory: on the CPU (no `--cuda`), and on the device (`--cuda`). Their TensorBoard scalars under `losses/`,
@@ -30,7 +31,7 @@ docs/benchmarks.md, section "GPU check". On a GPU machine (Python 3.11; torch's 
 
     python benchmarks/gpu_check.py --device cpu --quick       # no GPU: this script itself, ~5 min on 2 cores
 
-How long: 11 configurations x (2 check runs + 3 throughput runs per side) = 88 runs with the CPU side. The CPU
+How long: 14 configurations x (2 check runs + 3 throughput runs per side) = 112 runs with the CPU side. The CPU
 runs go `--jobs` at once (default: half the cores), the cuda runs one at a time beside them. On the CPU, training
 runs at ~800-2,800 env-steps/s (one core, docs/benchmarks.md), so a 1,024-env run of 2 x 128 steps (262,144
 steps) takes 1.5-5.5 min, and every run pays its start-up (~8 s; ~20 s for SMAX and LBF, whose JAX envs compile).
@@ -80,6 +81,9 @@ CONFIGS = {
     "happo_mpe": ("happo_baseline.py", ["--env", "mpe"]),
     "happo_coordsum": ("happo_baseline.py", ["--env", "coordsum", "--happo-scheme", "official"]),
     "happo_jumanji": ("happo_baseline.py", LBF),
+    "magpo_mpe_sable": ("magpo_mpe.py", ["--guider", "sable"]),  # the paper's guider, its memory across rollouts
+    "ctce_mpe": ("ctce_baseline.py", ["--env", "mpe", "--arch", "mat"]),
+    "ctce_coordsum": ("ctce_baseline.py", ["--env", "coordsum", "--arch", "sable"]),
 }
 JAX_ENVS = {
     "magpo_smax",
@@ -93,6 +97,7 @@ QUICK_FLAGS = {
     "magpo": ["--learner-hidden", "16", "--guider-dim", "16", "--update-epochs", "2"],
     "mappo": ["--learner-hidden", "16", "--critic-hidden", "16", "--update-epochs", "2"],
     "happo": ["--learner-hidden", "16", "--critic-hidden", "16", "--update-epochs", "2"],
+    "ctce": ["--embed-dim", "16", "--update-epochs", "2"],
     "coordsum": ["--max-steps", "20"],
 }
 
@@ -119,7 +124,8 @@ class Args:
     scripts: tuple[str, ...] = tuple(CONFIGS)
     """the configurations to run: magpo_mpe, magpo_coordsum, magpo_smax, magpo_jumanji (LBF 2s-8x8-2p-2f-coop),
     mappo_mpe, mappo_coordsum, mappo_smax, mappo_jumanji (LBF 2s-8x8-2p-2f-coop), happo_mpe, happo_coordsum (the
-    official scheme), happo_jumanji (LBF 2s-8x8-2p-2f-coop)"""
+    official scheme), happo_jumanji (LBF 2s-8x8-2p-2f-coop), magpo_mpe_sable (--guider sable), ctce_mpe (MAT),
+    ctce_coordsum (Sable)"""
     envs_list: tuple[int, ...] | None = None
     """--num-envs of the throughput runs (default 64 256 1024; 4 8 with --quick)"""
     num_steps: int | None = None
@@ -138,8 +144,8 @@ class Args:
     out: str = "plots/gpu_check.md"
     """where the tables are written (Markdown)"""
     quick: bool = False
-    """tiny networks and sizes (tests/helpers.py's TINY): tests this script (all 11 configurations: ~7 min on 2
-    cores), measures nothing"""
+    """tiny networks and sizes (tests/helpers.py's TINY): tests this script (all 14 configurations; the first 11
+    took ~7 min on 2 cores), measures nothing"""
 
 
 class InputError(Exception):
