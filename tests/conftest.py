@@ -11,7 +11,7 @@ from helpers import CASES, QUICK_RUNS, only_run_dir, run_case  # noqa: E402
 @pytest.fixture(scope="session")
 def seed7_runs(tmp_path_factory):
     """get(name, runs=2) -> (case, [run dirs], [stdouts]): the case run `runs` times with --seed 7 --save-model,
-    once per test session and worker (pytest.ini says why not once in all), shared by every test that reads it
+    once per test session (its tests share one worker: pytest.ini), shared by every test that reads it
     (tests/test_scripts.py, tests/test_enjoy.py). A test that needs one run asks for one: the quick check (below)
     then makes one run per script, the full suite two."""
     cache = {}

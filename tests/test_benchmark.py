@@ -276,12 +276,12 @@ def test_paper_coordsum_is_the_docs_old_loops(tmp_path):
 
 def test_docs_benchmark_commands_are_the_paper_coordsum_grid(tmp_path):
     """docs/reproduction.md's `python benchmark.py ...` lines of the paper-coordsum sections, together, run exactly
-    the paper-coordsum grid (its other line is the c2-protocol study's)."""
+    the paper-coordsum grid (its other lines are the c2-protocol study's and the guider ablation's)."""
     text = open(os.path.join(REPO, "docs", "reproduction.md")).read()
     lines = [line.split("#")[0] for line in re.findall(r"^python benchmark\.py .*$", text, re.M)]
     assert [line.split()[3] for line in lines if line.split()[3] not in benchmark.GRIDS["paper-coordsum"]] == [
-        "c2-protocol"
-    ]
+        "c2-protocol", "guider-ablation", "guider-ablation"
+    ]  # fmt: skip
     lines = [line for line in lines if line.split()[3] in benchmark.GRIDS["paper-coordsum"]]
     assert len(lines) == 6
     commands = []
