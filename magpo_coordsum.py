@@ -247,6 +247,23 @@ class RunningMeanStd:
         return x * math.sqrt(self.var + 1e-8) + self.mean if self.enabled else x
 
 
+def tethered_ratio(logp, logp_learner, logp_behaviour, delta):
+    """MAGPO's double clip (algorithm.md §4), per token: r~ = clip(mu/pi, 1/delta, delta) * pi/beta from the log-probs of
+    the sampled action under the current guider mu, the learner pi (a constant: the caller detaches it) and the behaviour
+    policy beta. Inside the band, 1/delta <= mu/pi <= delta, r~ = mu/beta, the plain PPO ratio; outside, r~ does not
+    depend on mu."""
+    log_delta = math.log(delta)
+    return ((logp - logp_learner).clamp(-log_delta, log_delta) + logp_learner - logp_behaviour).exp()
+
+
+def masked_kl(logp, logp_learner, kl_to_learner, delta):
+    """MAGPO's masked KL (algorithm.md §5): the tokens whose sampled-action ratio mu/pi left [1/delta, delta] are pulled
+    back towards the learner by kl_to_learner = KL(mu || stopgrad pi) per token, averaged over *all* tokens, masked
+    zeros included, as the official code. Returns (loss, out_of_band: 1.0 where the token left the band, else 0.0)."""
+    out_of_band = ((logp - logp_learner).detach().abs() > math.log(delta)).float()
+    return (out_of_band * kl_to_learner).mean(), out_of_band
+
+
 def guider_loss(
     *,
     logp,
@@ -275,7 +292,6 @@ def guider_loss(
     """
     logp_learner = logp_learner.detach()
     adv = normalize(advantages) if norm_adv else advantages
-    log_delta = math.log(delta)
 
     # Plain PPO ratio to the behaviour policy.
     logratio = logp - logp_behaviour
@@ -285,15 +301,12 @@ def guider_loss(
     # drops the gradient that would push mu further from the learner, except where r itself has left
     # [1 - eps, 1 + eps] on the side PPO does not clip (r < 1 - eps with adv > 0, r > 1 + eps with
     # adv < 0): there r * adv is the smaller term and keeps its gradient, as in plain PPO.
-    guider_vs_learner = logp - logp_learner
-    ratio_tethered = (guider_vs_learner.clamp(-log_delta, log_delta) + logp_learner - logp_behaviour).exp()
+    ratio_tethered = tethered_ratio(logp, logp_learner, logp_behaviour, delta)
     pg_loss = -torch.min(ratio * adv, ratio_tethered.clamp(1 - clip_coef, 1 + clip_coef) * adv).mean()
 
     # L_kl, the masked KL (algorithm.md §5): tokens whose sampled-action ratio mu/pi left
-    # [1/delta, delta] are pulled back towards the learner. Averaged over *all* tokens, masked
-    # zeros included, as the official code.
-    out_of_band = (guider_vs_learner.detach().abs() > log_delta).float()
-    kl_loss = (out_of_band * kl_to_learner).mean()
+    # [1/delta, delta] are pulled back towards the learner.
+    kl_loss, out_of_band = masked_kl(logp, logp_learner, kl_to_learner, delta)
 
     # L_v, the value loss (algorithm.md §6) with returns R = A_raw + V_old; clipped with the
     # policy's epsilon unless --no-clip-vloss.
@@ -411,6 +424,16 @@ def dist_kl(p, q, continuous):
         return 0.5 * (var_ratio + mahalanobis - 1.0 - 2 * (log_std_p - log_std_q)).sum(-1)
     logp_p, logp_q = p.log_softmax(-1), q.log_softmax(-1)
     return (logp_p.exp() * (logp_p - logp_q)).sum(-1)
+
+
+def tether_kls(guider_params, learner_params, continuous):
+    """The two KLs that tie MAGPO's networks together (algorithm.md §5, §7), per token over the full per-agent action
+    distributions. Both are KL(mu || pi), the guider's distribution against the learner's; they differ in which side
+    is a constant. Returns kl_to_learner = KL(mu || stopgrad pi), the guider's masked KL (the guider moves towards a
+    fixed learner), and kl_from_guider = KL(stopgrad mu || pi), the learner's distillation (it imitates a fixed guider)."""
+    kl_to_learner = dist_kl(guider_params, learner_params.detach(), continuous)
+    kl_from_guider = dist_kl(guider_params.detach(), learner_params, continuous)
+    return kl_to_learner, kl_from_guider
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1679,14 +1702,15 @@ if __name__ == "__main__":
                 )
                 l_params, _ = learner(mb_obs, learner_h0[mb], mb_starts, mb_avail)  # (T, M, N, P)
                 l_logp = dist_log_prob(l_params, mb_actions, continuous)
+                # KL(mu || sg pi) pulls the guider towards the learner, KL(sg mu || pi) the learner towards the guider
+                kl_to_learner, kl_from_guider = tether_kls(g_params, l_params, continuous)
 
                 g_loss, g_stats = guider_loss(
                     logp=g_logp,
                     logp_behaviour=logprobs[:, mb],
                     logp_learner=l_logp,
                     advantages=advantages[:, mb],
-                    # KL(mu || sg pi): the guider is pulled towards a fixed learner
-                    kl_to_learner=dist_kl(g_params, l_params.detach(), continuous),
+                    kl_to_learner=kl_to_learner,
                     entropy=g_entropy,
                     value=g_value,
                     value_old=values[:, mb],
@@ -1702,8 +1726,7 @@ if __name__ == "__main__":
                     logp_learner=l_logp,
                     logp_behaviour=logprobs[:, mb],
                     advantages=advantages[:, mb],
-                    # KL(sg mu || pi): the learner imitates a fixed guider
-                    kl_from_guider=dist_kl(g_params.detach(), l_params, continuous),
+                    kl_from_guider=kl_from_guider,
                     clip_coef=args.clip_coef,
                     alpha=args.alpha,
                     norm_adv=args.norm_adv,

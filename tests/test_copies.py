@@ -20,9 +20,9 @@ GUIDER_CLASSES = (
 )  # fmt: skip
 # The same in every MAGPO script: the math, the distributions, the networks' parts and the learner.
 MAGPO_SHARED = (
-    "compute_gae", "normalize", "RunningMeanStd", "guider_loss", "learner_loss",
+    "compute_gae", "normalize", "RunningMeanStd", "tethered_ratio", "masked_kl", "guider_loss", "learner_loss",
     "LOG_2PI", "MASKED_LOGIT", "masked_logits", "dist_sample", "tanh_gaussian_log_prob", "dist_log_prob",
-    "dist_entropy", "dist_kl",
+    "dist_entropy", "dist_kl", "tether_kls",
     "layer_init", "gru_unroll", "to_positions", "to_agents", "action_features", "shifted_tokens", "sample_in_order",
     "teacher_forced", "Attention", "EncoderBlock", "DecoderBlock", *GUIDER_CLASSES,
     "Learner", "to_env_action", "random_perm", "decoding_order",

@@ -22,9 +22,12 @@ from magpo_mpe import (
     gru_unroll,
     guider_loss,
     learner_loss,
+    masked_kl,
     masked_logits,
     random_perm,
     tanh_gaussian_log_prob,
+    tether_kls,
+    tethered_ratio,
     to_agents,
     to_positions,
 )
@@ -295,6 +298,45 @@ def test_learner_kl_is_forward_kl_from_guider():
     # forward KL = cross-entropy to mu: d/dlogits = (pi - mu) / num_tokens (reverse KL would differ)
     torch.testing.assert_close(grad, (pi - mu).detach() / 50)
     assert stats["kl_guider_learner"] == pytest.approx(kl.mean().item())
+
+
+# ------------------------------------------------------------------------------ the tether's parts
+def test_tethered_ratio_is_ppo_inside_the_band_and_constant_in_mu_outside():
+    delta = 1.5
+    logp_learner, logp_behaviour = torch.zeros(5), torch.full((5,), -0.1)
+    # mu/pi = 0.5 (below), 0.8, 1.0, 1.4 (inside), 2.0 (above)
+    logp = torch.tensor([0.5, 0.8, 1.0, 1.4, 2.0]).log().requires_grad_(True)
+    r_tilde = tethered_ratio(logp, logp_learner, logp_behaviour, delta)
+    inside = torch.tensor([False, True, True, True, False])
+    torch.testing.assert_close(r_tilde[inside], (logp - logp_behaviour).exp()[inside])
+    torch.testing.assert_close(r_tilde[~inside], torch.tensor([1 / delta, delta]) * math.exp(0.1))
+    (grad,) = torch.autograd.grad(r_tilde.sum(), logp)
+    assert torch.all(grad[~inside] == 0) and torch.all(grad[inside] > 0)
+
+
+def test_masked_kl_switches_on_outside_the_band_only_and_averages_over_all_tokens():
+    logp_learner = torch.zeros(4)
+    logp = torch.tensor([0.5, 0.9, 1.1, 3.0]).log()  # delta 2: only the last token is out of the band
+    kl_to_learner = torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    loss, out_of_band = masked_kl(logp, logp_learner, kl_to_learner, 2.0)
+    assert out_of_band.tolist() == [0.0, 0.0, 0.0, 1.0] and loss.item() == pytest.approx(4.0 / 4)
+    (grad,) = torch.autograd.grad(loss, kl_to_learner)
+    assert grad.tolist() == [0.0, 0.0, 0.0, 0.25]
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_tether_kls_are_both_the_forward_kl_with_the_other_side_held_fixed(continuous):
+    P = 6 if continuous else 4
+    guider_params = torch.randn(7, 3, P, requires_grad=True)
+    learner_params = torch.randn(7, 3, P, requires_grad=True)
+    kl_to_learner, kl_from_guider = tether_kls(guider_params, learner_params, continuous)
+    reference = dist_kl(guider_params, learner_params, continuous)  # KL(mu || pi), both sides live
+    torch.testing.assert_close(kl_to_learner, reference)
+    torch.testing.assert_close(kl_from_guider, reference)
+    g_grad, l_grad = torch.autograd.grad(kl_to_learner.sum(), (guider_params, learner_params), allow_unused=True)
+    assert l_grad is None and g_grad.abs().sum() > 0  # the guider moves, the learner is a constant
+    g_grad, l_grad = torch.autograd.grad(kl_from_guider.sum(), (guider_params, learner_params), allow_unused=True)
+    assert g_grad is None and l_grad.abs().sum() > 0  # the learner moves, the guider is a constant
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 4.0])
