@@ -48,7 +48,8 @@ OUTSIDE = ("../" + "shared", "MAGPO_" + "NOTES", "notes " + "§")
 @pytest.mark.parametrize("pattern", OUTSIDE)
 def test_nothing_points_outside_the_repository(pattern):
     hits = []
-    for top in (".", "utils", "tests", "docs", "benchmarks"):
+    teaching = ("teaching", "teaching/handout", "teaching/kit", "teaching/tests_public", "teaching/tests_hidden")
+    for top in (".", "utils", "tests", "docs", "benchmarks", *teaching, "teaching/learning"):
         for name in sorted(os.listdir(os.path.join(REPO, top))):
             path = os.path.join(REPO, top, name)
             if os.path.isfile(path) and name.endswith((".py", ".md", ".txt", ".toml", ".ini")):
@@ -65,6 +66,7 @@ PATH = re.compile(r"`((?:tests|docs|utils|benchmarks|requirements|teaching)/[\w.
 
 def markdown_files():
     yield os.path.join(REPO, "README.md")
+    yield os.path.join(REPO, "teaching", "README.md")
     for name in sorted(os.listdir(os.path.join(REPO, "docs"))):
         if name.endswith(".md"):
             yield os.path.join(REPO, "docs", name)
