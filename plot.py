@@ -5,6 +5,8 @@
     python plot.py --runs "runs/*" --include-incomplete   # keep interrupted runs (marked) instead of leaving them out
     python plot.py --from-json docs/data/c2_protocol/e1_raw.json   # redraw from committed values, no run directories
     python plot.py --from-json seeds_1.json seeds_2_3.json --marl-eval-json all.json   # pool the runs of several
+    python plot.py --runs "runs/*" --aggregate --improvement-of magpo_coordsum   # across tasks, as the paper
+    python plot.py --from-json all.json --bounds plots/bounds.json --aggregate   # the same from committed values
 
 Runs are the directories `runs/<task>__<exp_name>__<seed>__<unix time>` that `magpo_mpe.py` writes; the
 algorithm is the exp_name. Runs are grouped by (task, algorithm), one run per seed. When a seed was run
@@ -47,6 +49,17 @@ the table and the JSON (final.md lists them). `--include-incomplete` keeps them:
 table, and one without the absolute metric contributes the last value of the metric, which its row says
 ("last `eval/learner_return` for seed 5").
 
+`--aggregate` summarises across tasks as the paper does (its Figures 2 and 3; rliable's definitions): each run's
+final score is min-max normalised per task, between the random policy's score (the mean of the task's runs'
+`eval/random_return`, which every training script logs at step 0) and the best final score of any run of any
+algorithm on the task; the bounds are printed and saved (`bounds.json`), and a marl-eval JSON, which holds no
+random score, is aggregated with `--bounds bounds.json`. For each environment suite (MPE, SMAX, CoordSum, RWARE,
+LBF, Connector) and over all tasks: the IQM of the normalised scores over runs and tasks with a 95%
+stratified-bootstrap CI (runs resampled within each task); with `--improvement-of X`, the probability of
+improvement P(X > Y) for each other algorithm Y (per task the Mann-Whitney U statistic over pairs of runs, averaged
+over tasks) with its CI. Every algorithm must have run every task of a suite. Written to `aggregate.md`,
+`aggregate_iqm.png` and `probability_of_improvement.png`.
+
 `--subtract TAG` aggregates the difference metric - TAG of each run instead, TAG interpolated onto the
 metric's steps: with the guider's and the learner's returns (evaluated at the same steps) it is the
 guider-learner gap (docs/algorithm.md §11), and its final score is the last difference.
@@ -81,6 +94,16 @@ class Args:
     """read the runs from one or more marl-eval JSONs that `--marl-eval-json` wrote (e.g. under docs/data/)
     instead of from `--runs`: the same curves and table, redrawn without the run directories; `--metric` picks
     its value. Several files are pooled (a study finished over several sessions); a run in two is an error"""
+    aggregate: bool = False
+    """also aggregate across tasks as the paper does (its Figures 2 and 3): each task's final scores min-max
+    normalised between the random policy's score and the best score seen on that task, the IQM of the normalised
+    scores with a 95% stratified-bootstrap CI per environment suite and over all tasks, and the probability of
+    improvement of `--improvement-of` over each other algorithm (`aggregate.md`, `bounds.json` and two PNGs)"""
+    improvement_of: str | None = None
+    """with --aggregate: the algorithm (exp_name) whose probability of improvement over each other one is computed"""
+    bounds: str | None = None
+    """with --aggregate: a bounds.json ({task: [random score, best score]}) to normalise with, instead of the runs'
+    own; needed with --from-json, whose files hold no random-policy score (--aggregate on the runs writes one)"""
     include_incomplete: bool = False
     """keep incomplete runs (cut short, or no absolute metric where others of their group have it), marked `*`.
     A kept run without the absolute metric contributes the metric's last value, and its table row says so.
@@ -101,6 +124,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import scipy.stats
 from rliable import library as rly
+from rliable import metrics
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from utils.jumanji import ENV_NAMES, family_of  # the paper's jumanji task names (a table: no JAX import)
@@ -441,10 +465,164 @@ def marl_eval_results(groups: dict[tuple[str, str], list[Run]], metric: str) -> 
     return results
 
 
+# ---------------------------------------------------------------------------------------------- across tasks
+RANDOM_TAG = "eval/random_return"  # every training script logs the uniformly random policy's return at step 0
+
+
+def task_bounds(groups: dict[tuple[str, str], list[Run]], metric: str) -> dict[str, tuple[float, float]]:
+    """{task: (random score, best score)}: the mean of the task's runs' `eval/random_return`, and the highest final
+    score of any run of any algorithm on it, the paper's min-max normalisation bounds. Raises if a task's runs
+    logged no random score or the two bounds coincide."""
+    bounds = {}
+    for task in sorted({task for task, _ in groups}):
+        runs = [run for (t, _), group in groups.items() if t == task for run in group]
+        randoms = [run.scalars[RANDOM_TAG][1][0] for run in runs if RANDOM_TAG in run.scalars]
+        if not randoms:
+            raise ValueError(f"no run of {task} logged {RANDOM_TAG!r}: pass --bounds (a bounds.json) to normalise")
+        best = max(float(final_scores(group, metric)[0].max()) for (t, _), group in groups.items() if t == task)
+        bounds[task] = (float(np.mean(randoms)), best)
+        if bounds[task][1] <= bounds[task][0]:
+            raise ValueError(
+                f"{task}: the best score {best:.3f} is not above the random policy's {bounds[task][0]:.3f}"
+            )
+    return bounds
+
+
+def normalised_scores(
+    groups: dict[tuple[str, str], list[Run]], metric: str, bounds: dict[str, tuple[float, float]], tasks: list[str]
+) -> dict[str, np.ndarray]:
+    """{algorithm: (runs, tasks)}: each final score min-max normalised, (score - random) / (best - random), in
+    rliable's layout. An algorithm must have run every task; with unequal seed counts, each task keeps its
+    first (lowest) seeds, as many as the algorithm's smallest count (a warning says so)."""
+    matrices = {}
+    for algorithm in sorted({a for _, a in groups}):
+        columns = []
+        for task in tasks:
+            if (task, algorithm) not in groups:
+                raise ValueError(f"{algorithm} has no run of {task}: the aggregate needs every algorithm on every task")
+            if task not in bounds:
+                raise ValueError(f"--bounds has no entry for {task}")
+            low, high = bounds[task]
+            columns.append((final_scores(groups[(task, algorithm)], metric)[0] - low) / (high - low))
+        runs = min(len(c) for c in columns)
+        if any(len(c) != runs for c in columns):
+            print(f"warning: {algorithm} has unequal seed counts across tasks; each task keeps {runs}", file=sys.stderr)
+        matrices[algorithm] = np.stack([c[:runs] for c in columns], axis=1)
+    return matrices
+
+
+def aggregate_iqm(matrices: dict[str, np.ndarray], reps: int, seed: int) -> dict[str, tuple[float, float, float]]:
+    """{algorithm: (IQM, CI low, CI high)} of its normalised scores over all runs and tasks, with rliable's
+    stratified bootstrap (runs resampled within each task) and a 95% percentile CI."""
+    np.random.seed(seed)  # rliable's StratifiedBootstrap draws from the global np.random (module docstring)
+    points, intervals = rly.get_interval_estimates(
+        matrices, lambda x: np.array([scipy.stats.trim_mean(x.ravel(), 0.25)]), reps=reps
+    )
+    return {a: (float(points[a][0]), float(intervals[a][0, 0]), float(intervals[a][1, 0])) for a in matrices}
+
+
+def improvement_probabilities(
+    matrices: dict[str, np.ndarray], of: str, reps: int, seed: int
+) -> dict[str, tuple[float, float, float]]:
+    """{other algorithm: (P(of > other), CI low, CI high)}: rliable's probability of improvement (the Mann-Whitney
+    U statistic per task, averaged over tasks) with its stratified-bootstrap 95% CI."""
+    if of not in matrices:
+        raise ValueError(f"--improvement-of {of!r} is not one of the algorithms: {', '.join(sorted(matrices))}")
+    pairs = {other: (matrices[of], matrices[other]) for other in sorted(matrices) if other != of}
+    if not pairs:
+        raise ValueError("--improvement-of needs at least two algorithms")
+    np.random.seed(seed)
+    points, intervals = rly.get_interval_estimates(
+        pairs, lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=reps
+    )
+    return {o: (float(points[o][0]), float(intervals[o][0, 0]), float(intervals[o][1, 0])) for o in pairs}
+
+
+def aggregate(groups, metric, bounds, improvement_of, reps, seed):
+    """The cross-task summary: (markdown, {suite: {algorithm: (iqm, low, high)}}, {other: (p, low, high)} or None).
+    Suites are the environments (env_name) and "all tasks"; the probability of improvement is over all tasks."""
+    tasks = sorted({task for task, _ in groups})
+    suites = {env_name(task): [] for task in tasks}
+    for task in tasks:
+        suites[env_name(task)].append(task)
+    if len(suites) > 1:
+        suites["all tasks"] = tasks
+    iqms = {}
+    for suite, members in suites.items():
+        in_suite = {key: runs for key, runs in groups.items() if key[0] in members}
+        iqms[suite] = aggregate_iqm(normalised_scores(in_suite, metric, bounds, members), reps, seed)
+    lines = [f"## Aggregate over tasks: {metric}, min-max normalised", ""]
+    lines += ["| task | random policy (0) | best score seen (1) |", "| --- | ---: | ---: |"]
+    lines += [f"| {task} | {bounds[task][0]:.3f} | {bounds[task][1]:.3f} |" for task in tasks]
+    lines += ["", "| suite | tasks | algorithm | IQM | IQM 95% CI |", "| --- | ---: | --- | ---: | --- |"]
+    for suite, by_algorithm in iqms.items():
+        for algorithm, (point, low, high) in sorted(by_algorithm.items()):
+            lines.append(f"| {suite} | {len(suites[suite])} | {algorithm} | {point:.3f} | [{low:.3f}, {high:.3f}] |")
+    improvement = None
+    if improvement_of is not None:
+        matrices = normalised_scores(groups, metric, bounds, tasks)
+        improvement = improvement_probabilities(matrices, improvement_of, reps, seed)
+        lines += ["", f"| P({improvement_of} > Y), over {len(tasks)} tasks | Y | 95% CI |", "| ---: | --- | --- |"]
+        lines += [f"| {p:.3f} | {other} | [{low:.3f}, {high:.3f}] |" for other, (p, low, high) in improvement.items()]
+    lines += [
+        "",
+        "Normalised score: (final score - random policy's) / (best final score of any run on the task - random "
+        f"policy's). IQM over runs and tasks; CI: rliable's stratified bootstrap ({reps} resamples, seed {seed}). "
+        "Probability of improvement: P(X > Y) per task (Mann-Whitney U / (n_X n_Y)), averaged over tasks.",
+    ]
+    return "\n".join(lines), iqms, improvement
+
+
+def plot_aggregate(iqms, improvement, improvement_of, metric, out_dir) -> list[str]:
+    """aggregate_iqm.png (one panel per suite: each algorithm's IQM and CI) and, if computed,
+    probability_of_improvement.png (P(X > Y) and CI per other algorithm, with the 0.5 line)."""
+    paths = []
+    fig, axes = plt.subplots(1, len(iqms), figsize=(4.2 * len(iqms), 0.5 + 0.45 * max(map(len, iqms.values()))))
+    for ax, (suite, by_algorithm) in zip(np.atleast_1d(axes), iqms.items()):
+        names = sorted(by_algorithm)
+        points = [by_algorithm[a][0] for a in names]
+        errors = [
+            [by_algorithm[a][0] - by_algorithm[a][1] for a in names],
+            [by_algorithm[a][2] - by_algorithm[a][0] for a in names],
+        ]
+        ax.errorbar(points, range(len(names)), xerr=errors, fmt="o", capsize=3)
+        ax.set(yticks=range(len(names)), yticklabels=names, title=suite, xlabel="IQM of normalised score")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "aggregate_iqm.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    if improvement:
+        names = list(improvement)
+        fig, ax = plt.subplots(figsize=(5.2, 0.8 + 0.45 * len(names)))
+        points = [improvement[o][0] for o in names]
+        errors = [
+            [improvement[o][0] - improvement[o][1] for o in names],
+            [improvement[o][2] - improvement[o][0] for o in names],
+        ]
+        ax.errorbar(points, range(len(names)), xerr=errors, fmt="o", capsize=3)
+        ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set(yticks=range(len(names)), yticklabels=names, xlim=(0, 1), xlabel=f"P({improvement_of} > Y)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, "probability_of_improvement.png"))
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
+
+
 if __name__ == "__main__":
     try:
         if args.bootstrap_reps < 1:
             raise ValueError(f"--bootstrap-reps must be >= 1, got {args.bootstrap_reps}")
+        if args.improvement_of is not None and not args.aggregate:
+            raise ValueError("--improvement-of needs --aggregate")
+        if args.bounds is not None and not args.aggregate:
+            raise ValueError("--bounds needs --aggregate")
+        if args.aggregate and args.from_json and args.bounds is None:
+            raise ValueError(
+                "--aggregate with --from-json needs --bounds: a marl-eval JSON holds no random-policy score"
+            )
         if args.from_json and args.subtract is not None:
             raise ValueError("--subtract needs both tags, and a marl-eval JSON holds one: use it with --runs")
         runs = load_runs(args.runs) if not args.from_json else pool_json_runs(args.from_json, args.metric)
@@ -455,6 +633,16 @@ if __name__ == "__main__":
             args.metric = add_difference(runs, args.metric, args.subtract)
         groups, incomplete = select_runs(group_runs(runs, args.metric), args.metric, args.include_incomplete)
         curves = {key: align(runs, args.metric) for key, runs in groups.items()}
+        if args.aggregate:
+            if args.bounds is not None:
+                try:
+                    with open(args.bounds) as f:
+                        bounds = {task: tuple(pair) for task, pair in json.load(f).items()}
+                except (OSError, ValueError) as error:
+                    raise ValueError(f"--bounds {args.bounds}: cannot read it ({type(error).__name__})") from None
+            else:
+                bounds = task_bounds(groups, args.metric)
+            summary = aggregate(groups, args.metric, bounds, args.improvement_of, args.bootstrap_reps, args.seed)
     except ValueError as error:
         sys.exit(f"error: {error}")
 
@@ -466,6 +654,14 @@ if __name__ == "__main__":
     with open(table_path, "w") as f:
         f.write(table + "\n")
     written.append(table_path)
+    if args.aggregate:
+        text, iqms, improvement = summary
+        print("\n" + text)
+        for name, content in (("aggregate.md", text + "\n"), ("bounds.json", json.dumps(bounds, indent=1) + "\n")):
+            with open(os.path.join(args.out_dir, name), "w") as f:
+                f.write(content)
+            written.append(os.path.join(args.out_dir, name))
+        written += plot_aggregate(iqms, improvement, args.improvement_of, args.metric, args.out_dir)
     if args.marl_eval_json:
         os.makedirs(os.path.dirname(os.path.abspath(args.marl_eval_json)), exist_ok=True)
         with open(args.marl_eval_json, "w") as f:

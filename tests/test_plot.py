@@ -493,3 +493,96 @@ def test_cli_single_seed_has_no_interval(partial_root):
         "| 3m | solo | 1 | `eval/absolute_learner_return` | 6.00 | 6.00 | n/a (1 run) | 6.00 |"
     )
     assert "warning" not in result.stderr
+
+
+# ----------------------------------------------------------------------------------- the aggregate across tasks
+# A synthetic set whose answer is known: two tasks in two suites, random policy 0 and 10, best scores 10 and 30.
+# "better" beats "worse" on every run of every task; "twin" equals "worse" run for run.
+AGG = {
+    ("simple_spread_3ag", "better"): [6.0, 8.0, 10.0],
+    ("simple_spread_3ag", "worse"): [1.0, 2.0, 3.0],
+    ("simple_spread_3ag", "twin"): [1.0, 2.0, 3.0],
+    ("coordsum_3x10", "better"): [26.0, 28.0, 30.0],
+    ("coordsum_3x10", "worse"): [12.0, 14.0, 16.0],
+    ("coordsum_3x10", "twin"): [12.0, 14.0, 16.0],
+}
+RANDOM = {"simple_spread_3ag": 0.0, "coordsum_3x10": 10.0}
+
+
+def aggregate_groups():
+    groups = {}
+    for (task, algorithm), finals in AGG.items():
+        runs = []
+        for seed, final in enumerate(finals, start=1):
+            run = fake_run(seed, [0, 100], [RANDOM[task], final], absolute=final, task=task, algorithm=algorithm)
+            run.scalars[plot.RANDOM_TAG] = (np.array([0]), np.array([RANDOM[task]]))
+            runs.append(run)
+        groups[(task, algorithm)] = runs
+    return groups
+
+
+def test_normalisation_bounds_are_the_random_score_and_the_best_seen():
+    groups = aggregate_groups()
+    bounds = plot.task_bounds(groups, "eval/learner_return")
+    assert bounds == {"coordsum_3x10": (10.0, 30.0), "simple_spread_3ag": (0.0, 10.0)}
+    matrices = plot.normalised_scores(groups, "eval/learner_return", bounds, ["coordsum_3x10", "simple_spread_3ag"])
+    np.testing.assert_allclose(matrices["better"], [[0.8, 0.6], [0.9, 0.8], [1.0, 1.0]])
+    np.testing.assert_allclose(matrices["worse"], [[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]])
+
+
+def test_aggregate_iqm_is_the_trimmed_mean_over_runs_and_tasks_with_a_ci_around_it():
+    matrices = {"a": np.array([[0.0, 0.1], [0.2, 0.3], [0.4, 5.0], [0.5, 0.6]])}
+    (point, low, high) = plot.aggregate_iqm(matrices, reps=500, seed=1)["a"]
+    assert point == pytest.approx(scipy.stats.trim_mean(matrices["a"].ravel(), 0.25))  # 0.35: the 5.0 is cut
+    assert low <= point <= high
+    assert plot.aggregate_iqm(matrices, reps=500, seed=1)["a"] == (point, low, high)  # same seed, same CI
+
+
+def test_probability_of_improvement_known_answers():
+    groups = aggregate_groups()
+    tasks = ["coordsum_3x10", "simple_spread_3ag"]
+    matrices = plot.normalised_scores(
+        groups, "eval/learner_return", plot.task_bounds(groups, "eval/learner_return"), tasks
+    )
+    probabilities = plot.improvement_probabilities(matrices, "better", reps=500, seed=1)
+    assert probabilities["worse"] == (1.0, 1.0, 1.0)  # better on every pair of runs of every task
+    twin = plot.improvement_probabilities(matrices, "twin", reps=500, seed=1)
+    assert twin["worse"][0] == 0.5  # identical scores: a coin toss
+    assert twin["better"][0] == 0.0
+    # half the tasks won, half lost: 0.5
+    split = {"x": np.array([[1.0, 0.0], [1.0, 0.0]]), "y": np.array([[0.0, 1.0], [0.0, 1.0]])}
+    assert plot.improvement_probabilities(split, "x", reps=200, seed=1)["y"][0] == 0.5
+
+
+def test_cli_aggregate_from_runs_and_from_json_with_its_bounds(tmp_path):
+    for (task, algorithm), finals in AGG.items():
+        for seed, final in enumerate(finals, start=1):
+            write_run(
+                tmp_path,
+                f"{task}__{algorithm}__{seed}__{1764000000 + seed}",
+                {
+                    "eval/learner_return": [(0, RANDOM[task]), (100, final)],
+                    "eval/absolute_learner_return": [(100, final)],
+                    plot.RANDOM_TAG: [(0, RANDOM[task])],
+                },
+            )
+    args = ["--aggregate", "--improvement-of", "better", "--bootstrap-reps", "300"]
+    result = run_cli(["--runs", "runs/*", "--out-dir", "agg", "--marl-eval-json", "agg/all.json", *args], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("aggregate.md", "bounds.json", "aggregate_iqm.png", "probability_of_improvement.png"):
+        assert (tmp_path / "agg" / name).exists(), name
+    text = (tmp_path / "agg" / "aggregate.md").read_text()
+    assert "| CoordSum | 1 | better | 0.900 |" in text and "| MPE | 1 | better | 0.800 |" in text
+    assert "| all tasks | 2 | worse | 0.200 |" in text and "| 1.000 | worse | [1.000, 1.000] |" in text
+    assert json.loads((tmp_path / "agg" / "bounds.json").read_text()) == {
+        "coordsum_3x10": [10.0, 30.0],
+        "simple_spread_3ag": [0.0, 10.0],
+    }
+    # the committed form: the JSON and its bounds give the same aggregate, byte for byte
+    missing = run_cli(["--from-json", "agg/all.json", "--out-dir", "agg2", *args], tmp_path)
+    assert missing.returncode != 0 and missing.stderr.startswith("error: --aggregate with --from-json needs --bounds")
+    again = run_cli(
+        ["--from-json", "agg/all.json", "--bounds", "agg/bounds.json", "--out-dir", "agg2", *args], tmp_path
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "agg2" / "aggregate.md").read_text() == text
