@@ -1242,11 +1242,20 @@ def evaluate_and_log(learner, guider, eval_envs, device, args, writer, step):
 
 
 def absolute_metric(best_learner, eval_envs, device, args, writer, step):
-    """The paper's absolute metric (algorithm.md §10): the best evaluated learner re-scored on 10x the episodes."""
+    """The paper's absolute metric (algorithm.md §10): the best evaluated learner re-scored on 10x the episodes; then
+    the same episodes again (the eval envs' state put back) with greedy actions, a diagnostic beside the paper's
+    sampled score: the difference is what the learner's own randomness costs or gains."""
+    start = eval_envs.get_state()
     scores = [evaluate(best_learner, eval_envs, device, args.learner_hidden)[0] for _ in range(10)]
     absolute = np.concatenate(scores).mean()
     writer.add_scalar("eval/absolute_learner_return", absolute, step)
     print(f"absolute metric: best learner over {10 * args.num_eval_episodes} episodes: return {absolute:.3f}")
+    end = eval_envs.get_state()
+    eval_envs.set_state(start)
+    greedy = [evaluate(best_learner, eval_envs, device, args.learner_hidden, deterministic=True)[0] for _ in range(10)]
+    eval_envs.set_state(end)  # the run goes on from where the sampled episodes left the envs
+    writer.add_scalar("eval/absolute_learner_return_greedy", np.concatenate(greedy).mean(), step)
+    print(f"absolute metric, greedy actions on the same episodes: return {np.concatenate(greedy).mean():.3f}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1812,6 +1821,8 @@ if __name__ == "__main__":
                     alpha=args.alpha,
                     norm_adv=args.norm_adv,
                 )
+                # the deployed policy's own randomness, beside the guider's (losses/entropy); the learner has no bonus
+                l_stats["learner_entropy"] = dist_entropy(l_params.detach(), continuous).mean().item()
                 guider_optimizer.zero_grad()
                 learner_optimizer.zero_grad()
                 # The cross terms are detached, so one backward gives each network only its own loss.

@@ -300,6 +300,7 @@ def ppo_loss(
             "policy_loss": pg_loss.item(),
             "value_loss": v_loss.item(),
             "entropy": entropy_mean.item(),
+            "learner_entropy": entropy_mean.item(),  # the same, under the tag MAGPO's learner logs (the policy deployed)
             "approx_kl": ((ratio - 1) - logratio).mean().item(),
             "clipfrac": ((ratio - 1.0).abs() > clip_coef).float().mean().item(),
         }
@@ -563,18 +564,31 @@ def evaluate_and_log(learner, eval_envs, device, args, writer, step, video_dir=N
 
 
 def absolute_metric(best_learner, eval_envs, device, args, writer, step):
-    """The paper's absolute metric (algorithm.md §10): the best evaluated actor re-scored on 10x the episodes."""
+    """The paper's absolute metric (algorithm.md §10): the best evaluated actor re-scored on 10x the episodes; then
+    the same episodes again (the eval envs' state put back) with greedy actions, a diagnostic beside the paper's
+    sampled score: the difference is what the actor's own randomness costs or gains."""
+    start = eval_envs.get_state()
     scores = [evaluate(best_learner, eval_envs, device, args.learner_hidden) for _ in range(10)]
-    absolute = np.concatenate([r for r, _ in scores]).mean()
+    end = eval_envs.get_state()
+    eval_envs.set_state(start)
+    greedy = [evaluate(best_learner, eval_envs, device, args.learner_hidden, deterministic=True) for _ in range(10)]
+    eval_envs.set_state(end)  # the run goes on from where the sampled episodes left the envs
+    absolute, greedy_return = (np.concatenate([r for r, _ in x]).mean() for x in (scores, greedy))
     writer.add_scalar("eval/absolute_learner_return", absolute, step)
+    writer.add_scalar("eval/absolute_learner_return_greedy", greedy_return, step)
     if not eval_envs.has_wins:
         print(f"absolute metric: best actor over {10 * args.num_eval_episodes} episodes: return {absolute:.3f}")
+        print(f"absolute metric, greedy actions on the same episodes: return {greedy_return:.3f}")
         return
-    absolute_win_rate = np.concatenate([w for _, w in scores]).mean()
+    absolute_win_rate, greedy_win_rate = (np.concatenate([w for _, w in x]).mean() for x in (scores, greedy))
     writer.add_scalar("eval/absolute_win_rate", absolute_win_rate, step)
+    writer.add_scalar("eval/absolute_win_rate_greedy", greedy_win_rate, step)
     print(
         f"absolute metric: best actor over {10 * args.num_eval_episodes} episodes: "
         f"win rate {absolute_win_rate:.3f}, return {absolute:.3f}"
+    )
+    print(
+        f"absolute metric, greedy actions on the same episodes: win rate {greedy_win_rate:.3f}, return {greedy_return:.3f}"
     )
 
 

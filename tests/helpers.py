@@ -75,12 +75,16 @@ MAGPO_TAGS = {
     "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
     "magpo/out_of_band_frac", "magpo/kl_guider_learner", "magpo/learner_clipfrac",
     "eval/learner_return", "eval/guider_return", "eval/random_return", "eval/absolute_learner_return",
+    "losses/learner_entropy", "eval/absolute_learner_return_greedy",
 }  # fmt: skip
-WIN_TAGS = {"charts/win_rate", "eval/win_rate", "eval/random_win_rate", "eval/absolute_win_rate"}
+WIN_TAGS = {
+    "charts/win_rate", "eval/win_rate", "eval/random_win_rate", "eval/absolute_win_rate", "eval/absolute_win_rate_greedy",
+}  # fmt: skip
 MAPPO_TAGS = {
     "charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
     "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
     "losses/explained_variance", "eval/learner_return", "eval/random_return", "eval/absolute_learner_return",
+    "losses/learner_entropy", "eval/absolute_learner_return_greedy",
 }  # fmt: skip
 HAPPO_TAGS = MAPPO_TAGS | {"happo/factor_mean", "happo/factor_max", "happo/factor_frac_above_2"}
 # happo_baseline.py: CoordSum runs the authors' scheme on contiguous chunks, MPE the reference one (the JAX
