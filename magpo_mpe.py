@@ -1217,13 +1217,18 @@ def absolute_metric(best_learner, eval_envs, device, args, writer, step):
     the same episodes again (the eval envs' state put back) with greedy actions, a diagnostic beside the paper's
     sampled score: the difference is what the learner's own randomness costs or gains."""
     start = eval_envs.get_state()
-    scores = [evaluate(best_learner, eval_envs, device, args.learner_hidden)[0] for _ in range(10)]
+    scores = [evaluate(best_learner, eval_envs, device, args.learner_hidden)[0] for _ in range(ABSOLUTE_REPEATS)]
     absolute = np.concatenate(scores).mean()
     writer.add_scalar("eval/absolute_learner_return", absolute, step)
-    print(f"absolute metric: best learner over {10 * args.num_eval_episodes} episodes: return {absolute:.3f}")
+    print(
+        f"absolute metric: best learner over {ABSOLUTE_REPEATS * args.num_eval_episodes} episodes: return {absolute:.3f}"
+    )
     end = eval_envs.get_state()
     eval_envs.set_state(start)
-    greedy = [evaluate(best_learner, eval_envs, device, args.learner_hidden, deterministic=True)[0] for _ in range(10)]
+    greedy = [
+        evaluate(best_learner, eval_envs, device, args.learner_hidden, deterministic=True)[0]
+        for _ in range(ABSOLUTE_REPEATS)
+    ]
     eval_envs.set_state(end)  # the run goes on from where the sampled episodes left the envs
     writer.add_scalar("eval/absolute_learner_return_greedy", np.concatenate(greedy).mean(), step)
     print(f"absolute metric, greedy actions on the same episodes: return {np.concatenate(greedy).mean():.3f}")
@@ -1241,6 +1246,9 @@ RESUMABLE_FLAGS = ("total_timesteps", "checkpoint_interval", "torch_threads", "t
 # Test hook of the non-finite guard (tests/test_resume.py): MAGPO_INJECT_NAN_AT=<iteration> makes one
 # reward of that iteration's rollout NaN. Unset (0) in any real run.
 INJECT_NAN_AT = int(os.environ.get("MAGPO_INJECT_NAN_AT", "0"))
+# Test hook of the one-update runs over every task (tests/test_scripts.py): MAGPO_ABSOLUTE_REPEATS=<k> re-scores the
+# best policy on k, not 10, times the evaluation episodes (the greedy replay too). Unset (10) in any real run.
+ABSOLUTE_REPEATS = int(os.environ.get("MAGPO_ABSOLUTE_REPEATS", "10"))
 STOP = {}  # {"signal": signum} once SIGINT or SIGTERM asked the run to stop
 
 

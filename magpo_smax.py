@@ -1233,18 +1233,21 @@ def absolute_metric(best_learner, eval_envs, device, args, writer, step):
     the same episodes again (the eval envs' state put back) with greedy actions, a diagnostic beside the paper's
     sampled score: the difference is what the learner's own randomness costs or gains."""
     start = eval_envs.get_state()
-    scores = [evaluate(best_learner, eval_envs, device, args.learner_hidden) for _ in range(10)]
+    scores = [evaluate(best_learner, eval_envs, device, args.learner_hidden) for _ in range(ABSOLUTE_REPEATS)]
     absolute = np.concatenate([r for r, _ in scores]).mean()
     absolute_win_rate = np.concatenate([w for _, w in scores]).mean()
     writer.add_scalar("eval/absolute_win_rate", absolute_win_rate, step)
     writer.add_scalar("eval/absolute_learner_return", absolute, step)
     print(
-        f"absolute metric: best learner over {10 * args.num_eval_episodes} episodes: "
+        f"absolute metric: best learner over {ABSOLUTE_REPEATS * args.num_eval_episodes} episodes: "
         f"win rate {absolute_win_rate:.3f}, return {absolute:.3f}"
     )
     end = eval_envs.get_state()
     eval_envs.set_state(start)
-    greedy = [evaluate(best_learner, eval_envs, device, args.learner_hidden, deterministic=True) for _ in range(10)]
+    greedy = [
+        evaluate(best_learner, eval_envs, device, args.learner_hidden, deterministic=True)
+        for _ in range(ABSOLUTE_REPEATS)
+    ]
     eval_envs.set_state(end)  # the run goes on from where the sampled episodes left the envs
     greedy_return, greedy_win_rate = (np.concatenate([x[i] for x in greedy]).mean() for i in (0, 1))
     writer.add_scalar("eval/absolute_win_rate_greedy", greedy_win_rate, step)
@@ -1266,6 +1269,9 @@ RESUMABLE_FLAGS = ("total_timesteps", "checkpoint_interval", "torch_threads", "t
 # Test hook of the non-finite guard (tests/test_resume.py): MAGPO_INJECT_NAN_AT=<iteration> makes one
 # reward of that iteration's rollout NaN. Unset (0) in any real run.
 INJECT_NAN_AT = int(os.environ.get("MAGPO_INJECT_NAN_AT", "0"))
+# Test hook of the one-update runs over every task (tests/test_scripts.py): MAGPO_ABSOLUTE_REPEATS=<k> re-scores the
+# best policy on k, not 10, times the evaluation episodes (the greedy replay too). Unset (10) in any real run.
+ABSOLUTE_REPEATS = int(os.environ.get("MAGPO_ABSOLUTE_REPEATS", "10"))
 STOP = {}  # {"signal": signum} once SIGINT or SIGTERM asked the run to stop
 
 

@@ -47,7 +47,7 @@ BASELINE_SHARED = (
 # first (seed, exp_name, finite floats): the same INFRA block in every training script, the baseline included.
 TRAINING_SCRIPTS = (*MAGPO_SCRIPTS, "mappo_baseline.py", "happo_baseline.py", "ctce_baseline.py")
 LONG_RUN_SHARED = (
-    "CHECKPOINT_VERSION", "RESUMABLE_FLAGS", "INJECT_NAN_AT", "STOP", "on_signal", "RunWriter", "rng_states",
+    "CHECKPOINT_VERSION", "RESUMABLE_FLAGS", "INJECT_NAN_AT", "ABSOLUTE_REPEATS", "STOP", "on_signal", "RunWriter", "rng_states",
     "set_rng_states", "save_checkpoint", "stop_run", "given_flags", "load_checkpoint", "check_resumable",
     "check_finite", "progress", "EXP_NAME", "MAX_SEED", "check_run_flags",
 )  # fmt: skip
