@@ -284,6 +284,17 @@ GRIDS = {
     # the paper's guider-choice ablation (its Figure 4a): MAGPO with the MAT and with the Sable guider, each at the
     # task's MAGPO row (--protocol paper; the paper gives no MAT-guider size, so both get the row's), on
     # simple_spread with 10 agents and RWARE large-8ag. GPU-scale: 20M steps each
+    # the teaching kit's Part D data (issue 35): docs/reproduction.md's C3 (MAGPO vs CTDS) and C4 (the delta sweep) on
+    # 3x10 at 1M steps, run again and committed as marl-eval JSON (docs/data/teaching/) so that a student redraws them
+    "teaching-data": {
+        "teaching-coordsum": dict(
+            scripts=["magpo_coordsum.py", CTDS]
+            + [f"magpo_coordsum.py --delta {d} --exp-name magpo_delta{d}" for d in ["1.1", "3", "inf"]],
+            seeds=[1, 2, 3],
+            extra=B1M,
+            plots={"teaching": "", "teaching_guider": GUIDER, "teaching_gap": GAP},
+        ),
+    },
     "guider-ablation": {
         "ablation-mpe10": dict(
             scripts=[
@@ -347,6 +358,7 @@ GRID_DESCRIPTIONS = {
     "jumanji-results": "docs/results.md's jumanji comparison: LBF 2s-8x8-2p-2f-coop (2M) and RWARE tiny-2ag (1M)",
     "happo-results": "docs/results.md's HAPPO runs: CoordSum 3x10 (1M) and LBF 2s-8x8-2p-2f-coop (2M), seeds 1-3",
     "ctce-results": "docs/results.md's MAT, Sable and MAGPO (Sable guider) runs: CoordSum 3x10 (1M), LBF (2M), seeds 1-3",
+    "teaching-data": "the teaching kit's Part D data: MAGPO, CTDS and the delta sweep on CoordSum 3x10 (1M), seeds 1-3",
     "guider-ablation": "the paper's Figure 4a: MAGPO with the MAT vs the Sable guider, simple_spread 10ag and RWARE large-8ag",
     "paper-all": "every supported MPE, SMAX and CoordSum task, MAGPO against MAPPO and IPPO, on MAGPO's defaults",
 }

@@ -346,7 +346,7 @@ def test_help_lists_every_grid_with_a_description_and_its_sections(tmp_path):
     [
         (
             ["--grid", "nope"],
-            "error: unknown grid 'nope'; choose one of: paper-coordsum, c2-protocol, jumanji-results, happo-results, ctce-results, guider-ablation, paper-all",
+            "error: unknown grid 'nope'; choose one of: paper-coordsum, c2-protocol, jumanji-results, happo-results, ctce-results, teaching-data, guider-ablation, paper-all",
         ),
         (["--grid", "paper-all", "--scripts", "magpo_mpe.py"], "error: give either --grid NAME or --scripts"),
         ([], "error: give either --grid NAME or --scripts"),
