@@ -381,18 +381,16 @@ def solved_sources(exercises):
 
 
 def blanked_sources(exercises):
-    """The student's files: every region of the chosen exercises replaced by its stub. Returns (sources, line maps)."""
+    """The student's files: every region of the chosen exercises replaced by its stub."""
     sources = reference_sources()
-    maps = {}
     by_file = {}
     for e in exercises:
         for spec in e["regions"]:
             by_file.setdefault(e["file"], []).append((spec, lambda indent, e=e, spec=spec: stub_lines(e, spec, indent)))
     for path, replacements in by_file.items():
-        sources[path], mapping, blanks = replace_regions(sources[path], replacements, path)
-        maps[path] = (mapping, blanks)
+        sources[path], _, _ = replace_regions(sources[path], replacements, path)
     import_shared(sources, exercises, reference_sources())
-    return sources, maps
+    return sources
 
 
 def variant_sources(solved, variant, exercises):
@@ -455,7 +453,7 @@ def build(out, seed=DEFAULT_SEED, parts=("A", "B", "C", "D"), optional=(), cours
     if not exercises:
         raise BuildError(f"no exercise in parts {list(parts)}")
     solved = solved_sources(exercises)
-    blanked, maps = blanked_sources(exercises)
+    blanked = blanked_sources(exercises)
     fixtures = make_fixtures(exercises, seed)
     tag = seed_tag(seed)
     public_exercises = [
