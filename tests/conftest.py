@@ -20,7 +20,7 @@ def seed7_runs(tmp_path_factory):
         case, dirs, stdouts = cache.setdefault(name, (CASES[name], [], []))
         while len(dirs) < runs:
             cwd = tmp_path_factory.mktemp(name)
-            result = run_case(case, ["--seed", "7", "--save-model"], cwd)
+            result = run_case(case, ["--seed", "7", "--save-model"], cwd, absolute_repeats=10)  # the default
             assert result.returncode == 0, result.stderr[-3000:]
             dirs.append(only_run_dir(cwd))
             stdouts.append(result.stdout)
@@ -53,9 +53,24 @@ QUICK = {
 }
 
 
+# Longest first. pytest-xdist hands the tests (an `xdist_group` as one piece) to its two workers in collection order,
+# so a long test collected last can leave one worker running alone at the end: these modules go first, and in each
+# the long-running tests (markers `learning` and `slow`, a shared group) before the rest. Modules stay whole, so that
+# a module-scoped fixture is set up once per worker.
+LONG_FIRST = ("test_learning.py", "test_scripts.py", "test_enjoy.py", "test_resume.py", "test_teaching.py",
+              "test_benchmark.py", "test_protocol.py")  # fmt: skip
+
+
+def long_first(item):
+    module = os.path.basename(item.nodeid.partition("::")[0])
+    long = any(item.get_closest_marker(m) for m in ("learning", "slow", "xdist_group"))
+    return (LONG_FIRST.index(module) if module in LONG_FIRST else len(LONG_FIRST), not long)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module, _, name = item.nodeid.partition("::")
         wanted = QUICK.get(os.path.basename(module), ())
         if wanted is None or any(part in name for part in wanted):
             item.add_marker(pytest.mark.quick)
+    items.sort(key=long_first)  # stable: the rest keeps its order

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from helpers import CASES, REPO, assert_same_numbers, only_run_dir, run_case, run_script
+from helpers import CASES, REPO, assert_same_numbers, child_env, only_run_dir, run_case, run_script
 
 import magpo_mpe
 
@@ -97,6 +97,7 @@ def start(script, args, cwd):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=child_env(),
     )
 
 
@@ -158,7 +159,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, n
     """MAGPO_INJECT_NAN_AT=2 makes one reward of iteration 2 NaN: the run stops with one line naming the
     iteration, the network and the term; the checkpoint of iteration 1 is kept, finite."""
     case = CASES[name]
-    env = {**os.environ, "MAGPO_INJECT_NAN_AT": "2"}
+    env = child_env(MAGPO_INJECT_NAN_AT="2")
     n = batch(case)
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, case.script), *case.args, "--total-timesteps", str(4 * n),

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 import tyro
-from helpers import CASES, ONE_RUN_CASES, REPO, WIN_TAGS, assert_same_numbers, only_run_dir, run_case, scalars
+from helpers import (
+    CASES, ONE_RUN_CASES, REPO, WIN_TAGS, assert_same_numbers, child_env, only_run_dir, run_case, scalars,
+)  # fmt: skip
 
 import enjoy
 from utils.jumanji import TASKS
@@ -141,9 +143,8 @@ VARIANTS = [
 
 
 @pytest.mark.parametrize("name, extra, check", VARIANTS, ids=[f"{n}:{' '.join(e)}" for n, e, _ in VARIANTS])
-def test_variants_run(tmp_path, monkeypatch, name, extra, check):
+def test_variants_run(tmp_path, name, extra, check):
     case = {**CASES, **ONE_RUN_CASES}[name]
-    monkeypatch.setenv("MAGPO_ABSOLUTE_REPEATS", "1")  # the tiny runs check the 10x re-scoring; the variants need not
     result = run_case(case, [*extra, "--save-model"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
@@ -357,8 +358,7 @@ print("RESULTS " + json.dumps(results))
 def run_many(script, jobs, timeout):
     """Run `script` once per job, {name: (cwd, argv)}, in one Python process (SMAX and jumanji compile fast, as
     run_script's `fast_compile`): {name: (exit code, the end of the run's output)}."""
-    # the one-update runs need no 10x re-scoring: one repeat of the absolute metric (and of its greedy replay)
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "MAGPO_ABSOLUTE_REPEATS": "1"}
+    env = child_env(fast_compile=True)  # one repeat of the absolute metric (and of its greedy replay)
     result = subprocess.run([sys.executable, "-c", RUN_MANY, os.path.join(REPO, script), json.dumps(jobs)],
                             capture_output=True, text=True, timeout=timeout, env=env)  # fmt: skip
     assert result.returncode == 0 and "RESULTS " in result.stdout, result.stderr[-3000:]
