@@ -16,7 +16,15 @@ import pytest
 import torch
 import tyro
 from helpers import (
-    CASES, ONE_RUN_CASES, REPO, WIN_TAGS, assert_same_numbers, child_env, only_run_dir, run_case, scalars,
+    CASES,
+    ONE_RUN_CASES,
+    REPO,
+    WIN_TAGS,
+    assert_same_numbers,
+    child_env,
+    only_run_dir,
+    run_case,
+    scalars,
 )  # fmt: skip
 
 import enjoy
