@@ -150,12 +150,49 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("name, extra, check", VARIANTS, ids=[f"{n}:{' '.join(e)}" for n, e, _ in VARIANTS])
-def test_variants_run(tmp_path, name, extra, check):
-    case = {**CASES, **ONE_RUN_CASES}[name]
-    result = run_case(case, [*extra, "--save-model"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = only_run_dir(tmp_path)
+ALL_CASES = {**CASES, **ONE_RUN_CASES}
+
+
+def variant_id(name, extra):
+    return f"{name}:{' '.join(extra)}"
+
+
+@pytest.fixture(scope="session")
+def variant_runs(tmp_path_factory):
+    """get(script) -> {variant id: (exit code, output, run dir or None)}: every variant of `script` run with
+    --save-model, in one process (`run_many`: the imports and the JAX compilations paid once per script), the first
+    time one of its tests asks; its tests share one worker (the `xdist_group` below)."""
+    cache = {}
+
+    def get(script):
+        if script not in cache:
+            jobs = {}
+            for name, extra, _ in VARIANTS:
+                if ALL_CASES[name].script == script:
+                    cwd = tmp_path_factory.mktemp("variant")
+                    jobs[variant_id(name, extra)] = (str(cwd), [*ALL_CASES[name].args, *extra, "--save-model"])
+            results = run_many(script, jobs, timeout=1800)
+            cache[script] = {
+                key: (code, output, only_run_dir(jobs[key][0]) if code == 0 else None)
+                for key, (code, output) in results.items()
+            }
+        return cache[script]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    "name, extra, check",
+    [
+        pytest.param(name, extra, check, id=variant_id(name, extra),
+                     marks=pytest.mark.xdist_group(f"variants_{ALL_CASES[name].script}"))
+        for name, extra, check in VARIANTS
+    ],
+)  # fmt: skip
+def test_variants_run(variant_runs, name, extra, check):
+    case = ALL_CASES[name]
+    code, output, run_dir = variant_runs(case.script)[variant_id(name, extra)]
+    assert code == 0, output[-3000:]
     tags = scalars(run_dir)
     assert case.tags <= set(tags), case.tags - set(tags)
     assert all(np.isfinite(v) for values in tags.values() for _, v in values)
@@ -181,7 +218,7 @@ def test_variants_run(tmp_path, name, extra, check):
     if check == "video":
         assert len(glob.glob(os.path.join(run_dir, "videos", "*.gif"))) == len(tags["eval/learner_return"])
     elif check is not None:
-        check(tags, result.stdout)
+        check(tags, output)
 
 
 # ----------------------------------------------------------------------------------- bad input
@@ -358,14 +395,14 @@ for name, (cwd, argv) in jobs.items():
         except BaseException:
             traceback.print_exc()
             code = 1
-    results[name] = (code, out.getvalue()[-3000:])
+    results[name] = (code, out.getvalue())
 print("RESULTS " + json.dumps(results))
 """
 
 
 def run_many(script, jobs, timeout):
     """Run `script` once per job, {name: (cwd, argv)}, in one Python process (SMAX and jumanji compile fast, as
-    run_script's `fast_compile`): {name: (exit code, the end of the run's output)}."""
+    run_script's `fast_compile`): {name: (exit code, the run's output)}."""
     env = child_env(fast_compile=True)  # one repeat of the absolute metric (and of its greedy replay)
     result = subprocess.run([sys.executable, "-c", RUN_MANY, os.path.join(REPO, script), json.dumps(jobs)],
                             capture_output=True, text=True, timeout=timeout, env=env)  # fmt: skip
@@ -384,7 +421,7 @@ def run_every_task(script, tasks, tmp_path, timeout):
     for cwd, _ in jobs.values():
         os.makedirs(cwd)
     results = run_many(script, jobs, timeout=timeout)
-    failed = {name: output for name, (code, output) in results.items() if code != 0}
+    failed = {name: output[-3000:] for name, (code, output) in results.items() if code != 0}
     return failed, {name: only_run_dir(cwd) for name, (cwd, _) in jobs.items() if name not in failed}
 
 
