@@ -298,6 +298,8 @@ def test_sizes_and_bad_input():
         False,
         False,
     )
+    rware = make_env(B, seed=0, env="rware", scenario="tiny-2ag")
+    assert (rware.num_agents, rware.time_limit, rware.env_name) == (2, 500, "RobotWarehouse")
     with pytest.raises(ValueError, match="num_envs must be >= 1"):
         JumanjiVec("lbf", "15x15-4p-5f", 0)
     with pytest.raises(RuntimeError, match="reset"):
