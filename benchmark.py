@@ -281,9 +281,6 @@ GRIDS = {
             plots={"ctce_lbf": ""},
         ),
     },
-    # the paper's guider-choice ablation (its Figure 4a): MAGPO with the MAT and with the Sable guider, each at the
-    # task's MAGPO row (--protocol paper; the paper gives no MAT-guider size, so both get the row's), on
-    # simple_spread with 10 agents and RWARE large-8ag. GPU-scale: 20M steps each
     # the teaching kit's Part D data (issue 35): docs/reproduction.md's C3 (MAGPO vs CTDS) and C4 (the delta sweep) on
     # 3x10 at 1M steps, run again and committed as marl-eval JSON (docs/data/teaching/) so that a student redraws them
     "teaching-data": {
@@ -295,6 +292,9 @@ GRIDS = {
             plots={"teaching": "", "teaching_guider": GUIDER, "teaching_gap": GAP},
         ),
     },
+    # the paper's guider-choice ablation (its Figure 4a): MAGPO with the MAT and with the Sable guider, each at the
+    # task's MAGPO row (--protocol paper; the paper gives no MAT-guider size, so both get the row's), on
+    # simple_spread with 10 agents and RWARE large-8ag. GPU-scale: 20M steps each
     "guider-ablation": {
         "ablation-mpe10": dict(
             scripts=[
