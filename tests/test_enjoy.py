@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, child_env
 from PIL import Image
 
 import enjoy
@@ -29,13 +29,12 @@ def trained(seed7_runs):
 
 
 def enjoy_cli(*args, timeout=120, fast_compile=False):
-    env = {**os.environ, **({"XLA_FLAGS": "--xla_backend_optimization_level=0"} if fast_compile else {})}
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "enjoy.py"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=child_env(fast_compile),
     )
 
 
