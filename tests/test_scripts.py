@@ -25,7 +25,7 @@ from helpers import (
     only_run_dir,
     run_case,
     scalars,
-)  # fmt: skip
+)
 
 import enjoy
 from utils.jumanji import TASKS
